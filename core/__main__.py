@@ -1,0 +1,107 @@
+"""python -m core: one training from the command line, no Ray.
+
+    python -m core --dataset 8gaussians --prior vamp_to_mog --budget quick --out runs/x
+    python -m core --dataset rings --set beta_neg=2.0 --set clip=none --out runs/y
+
+Every config key is also a flag (--beta-rec 0.3, --clip none, --learnable-weights false).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from core.config import BUDGETS, DATASETS, ConfigError, TrainConfig, resolve_config
+from core.errors import TrainingDiverged
+
+PARSERS = {bool: lambda s: _parse_bool(s), int: int, float: float, str: str}
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (expected true or false)")
+
+
+def _parse_value(text: str):
+    """A --set value: JSON when it parses (numbers, true/false, lists), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="8gaussians", choices=DATASETS)
+    parser.add_argument("--budget", default="quick", choices=BUDGETS)
+    parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json, samples, figure, checkpoint")
+    parser.add_argument("--resume", type=Path, default=None, help="a checkpoint.pt to continue from")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
+    hints = TrainConfig.__annotations__
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in ("dataset", "extra", "lr_milestones"):
+            continue
+        kind = next((t for t in (bool, int, float, str) if t.__name__ in str(hints[field.name])), str)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=PARSERS[kind], default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.train import train
+
+    args = build_parser().parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name not in ("dataset", "extra", "lr_milestones") and getattr(args, f.name) is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --set {item!r} must be KEY=VALUE", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = _parse_value(value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        config = resolve_config(args.dataset, args.budget, **overrides)
+        resume = torch.load(args.resume, weights_only=False) if args.resume else None
+        if resume is not None:
+            config = TrainConfig.from_dict(resume["config"])
+        metrics = train(config, resume=resume, out_dir=args.out, progress=True,
+                        on_checkpoint=_saver(args.out) if args.out else None)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"error: {error}; the last good checkpoint is in {args.out}/checkpoint.pt" if args.out
+              else f"error: {error}", file=sys.stderr)
+        return 3
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+    print(json.dumps(shown, indent=1))
+    if args.out:
+        print(f"wrote {args.out}/metrics.json, samples.npy, figure.png, checkpoint.pt")
+    return 0
+
+
+def _saver(out: Path):
+    """Keep the latest checkpoint in OUT while training, so a crash or divergence loses no finished work."""
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(state: dict) -> None:
+        tmp = out / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(out / "checkpoint.pt")
+
+    return save
+
+
+if __name__ == "__main__":
+    sys.exit(main())

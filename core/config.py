@@ -1,0 +1,289 @@
+"""TrainConfig: every knob of one training, validated, and the paper's defaults per dataset and budget.
+
+Configuration is data: a dataclass here, plain dicts across process boundaries (`to_dict` / `from_dict`).
+The key names are stable (search spaces and analysis use them); see shared/DESIGN.md §4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+TOY_DATASETS = ("8gaussians", "2spirals", "checkerboard", "rings")
+IMAGE_DATASETS = ("mnist", "fmnist", "cifar10", "digits")
+DATASETS = TOY_DATASETS + IMAGE_DATASETS
+PRIORS = ("standard", "mog", "vamp", "vamp_to_mog")
+CLIP_MODES = ("none", "adaptive", "fixed")
+MODELS = ("vae", "sintro")
+KL_ESTIMATORS = ("mc", "analytic")
+PROTOCOLS = ("clean", "paper")
+PRECISIONS = ("fp32", "bf16")
+BUDGETS = ("smoke", "quick", "paper")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range; the message names the key, the value and what is allowed."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the paper's 2D setting on 8gaussians with the learnable prior."""
+
+    dataset: str = "8gaussians"
+    model: str = "sintro"
+    prior: str = "vamp_to_mog"
+    num_components: int = 64
+    learnable_weights: bool = True
+    prior_in_game: bool = True
+    prior_with_encoder: bool = False
+    clip: str = "adaptive"
+    clip_logvar_min: float | None = None
+    clip_logvar_max: float | None = None
+    clip_sharpness: float = 10.0
+    responsibility_weight: float = 0.0
+    beta_rec: float = 0.2
+    beta_kl: float = 0.3
+    beta_neg: float = 0.9
+    gamma_r: float = 1e-8
+    alpha: float = 2.0
+    z_dim: int = 2
+    batch_size: int = 512
+    lr: float = 2e-4
+    prior_lr: float = 2e-4
+    lr_milestones: tuple[int, ...] = (10_000, 15_000)
+    iterations: int = 30_000
+    epochs: int = 0
+    warmup: int = 2_000
+    mog_warmup: int = 100
+    mc_samples: int = 100
+    kl_estimator: str = "mc"
+    protocol: str = "clean"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    eval_every: int = 1_000
+    eval_samples: int = 5_000
+    gnelbo_grid: int = 1_024
+    gnelbo_batches: int = 100
+    data_dir: str = "data"
+    download: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_image(self) -> bool:
+        return self.dataset in IMAGE_DATASETS
+
+    @property
+    def total_units(self) -> int:
+        """Length of training in its own unit: iterations (2D) or epochs (images)."""
+        return self.epochs if self.is_image else self.iterations
+
+    @property
+    def game_starts(self) -> bool:
+        """Whether the introspective game ever starts (a VAE run is warm-up only)."""
+        return self.model == "sintro" and self.warmup < self.total_units
+
+    @property
+    def converts_to_mog(self) -> bool:
+        return self.prior == "vamp_to_mog" and self.game_starts
+
+    @property
+    def mog_switch_at(self) -> int:
+        return self.warmup - self.mog_warmup
+
+    @property
+    def clip_active(self) -> bool:
+        """The paper's code only clips a learnable prior that keeps learning in the game."""
+        return self.clip != "none" and self.prior != "standard" and self.prior_in_game and self.game_starts
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown} (known keys: {', '.join(sorted(known))})")
+        values = dict(values)
+        if "lr_milestones" in values:
+            values["lr_milestones"] = tuple(int(m) for m in values["lr_milestones"])
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad key; called before any training starts."""
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("model", self.model, MODELS)
+        _choice("prior", self.prior, PRIORS)
+        _choice("clip", self.clip, CLIP_MODES)
+        _choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _choice("protocol", self.protocol, PROTOCOLS)
+        _choice("precision", self.precision, PRECISIONS)
+        for key in ("learnable_weights", "prior_in_game", "prior_with_encoder", "download"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} = {getattr(self, key)!r} is not a boolean (expected true or false)")
+        for key in ("beta_rec", "beta_kl", "beta_neg", "gamma_r", "responsibility_weight"):
+            _at_least(key, getattr(self, key), 0.0)
+        for key in ("alpha", "lr", "prior_lr", "clip_sharpness"):
+            _positive(key, getattr(self, key))
+        for key in ("num_components", "z_dim", "batch_size", "mc_samples", "eval_every", "eval_samples"):
+            _integer_at_least(key, getattr(self, key), 1)
+        for key in ("gnelbo_grid", "gnelbo_batches"):
+            _integer_at_least(key, getattr(self, key), 1)
+        for key in ("warmup", "mog_warmup", "seed", "iterations", "epochs"):
+            _integer_at_least(key, getattr(self, key), 0)
+        unit = "epochs" if self.is_image else "iterations"
+        if self.total_units < 1:
+            raise ConfigError(f"{unit} = {self.total_units} must be at least 1 for dataset {self.dataset!r}")
+        if self.warmup > self.total_units:
+            raise ConfigError(
+                f"warmup = {self.warmup} is longer than training ({unit} = {self.total_units}); "
+                f"expected 0 <= warmup <= {unit}"
+            )
+        if self.prior == "vamp_to_mog" and self.game_starts and self.mog_warmup > self.warmup:
+            raise ConfigError(
+                f"mog_warmup = {self.mog_warmup} must not exceed warmup = {self.warmup} "
+                "(the VampPrior becomes a MoG mog_warmup units before warm-up ends)"
+            )
+        if self.prior == "standard" and self.num_components != 1:
+            raise ConfigError(
+                f"num_components = {self.num_components} with prior 'standard' (N(0, I) has exactly 1 component)"
+            )
+        if self.kl_estimator == "analytic" and self.prior != "standard":
+            raise ConfigError(
+                f"kl_estimator = 'analytic' with prior {self.prior!r} (analytic KL exists for prior 'standard' only)"
+            )
+        if self.clip == "fixed":
+            lo, hi = self.clip_logvar_min, self.clip_logvar_max
+            if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+                raise ConfigError(
+                    f"clip = 'fixed' needs finite clip_logvar_min <= clip_logvar_max (got {lo!r}, {hi!r})"
+                )
+        if any(m < 0 for m in self.lr_milestones):
+            raise ConfigError(f"lr_milestones = {list(self.lr_milestones)} must be non-negative")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device = {self.device!r} (expected auto, cpu, cuda or cuda:N)")
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {key} {value!r} (expected: {', '.join(allowed)})")
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} = {value!r} is not a finite number")
+    return float(value)
+
+
+def _at_least(key: str, value: Any, low: float) -> None:
+    if _number(key, value) < low:
+        raise ConfigError(f"{key} = {value!r} is out of range (expected >= {low:g})")
+
+
+def _positive(key: str, value: Any) -> None:
+    if _number(key, value) <= 0:
+        raise ConfigError(f"{key} = {value!r} is out of range (expected > 0)")
+
+
+def _integer_at_least(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} = {value!r} is not an integer")
+    if value < low:
+        raise ConfigError(f"{key} = {value!r} is out of range (expected an integer >= {low})")
+
+
+# S-IntroVAE (beta_kl, beta_rec, beta_neg) and VAE (beta_rec, beta_kl) defaults from the papers, per 2D dataset.
+SINTRO_BETAS_2D = {
+    "8gaussians": (0.3, 0.2, 0.9),
+    "2spirals": (0.5, 0.2, 1.0),
+    "checkerboard": (0.1, 0.2, 0.2),
+    "rings": (0.2, 0.2, 1.0),
+}
+VAE_BETAS_2D = {
+    "8gaussians": (0.8, 0.05),
+    "2spirals": (1.0, 0.05),
+    "checkerboard": (0.8, 0.1),
+    "rings": (0.8, 0.05),
+}
+# Images: z_dim, batch_size, beta_neg (beta_rec = beta_kl = 1).
+IMAGE_DEFAULTS = {
+    "mnist": (32, 128, 128.0),
+    "fmnist": (32, 128, 256.0),
+    "cifar10": (128, 32, 256.0),
+    "digits": (16, 64, 128.0),
+}
+
+
+def paper_defaults(dataset: str, model: str = "sintro") -> dict[str, Any]:
+    """The paper's configuration for a dataset (budget 'paper')."""
+    _choice("dataset", dataset, DATASETS)
+    _choice("model", model, MODELS)
+    if dataset in TOY_DATASETS:
+        d: dict[str, Any] = dict(
+            dataset=dataset, model=model, z_dim=2, batch_size=512, iterations=30_000, epochs=0,
+            warmup=2_000, mog_warmup=100, num_components=64, lr=2e-4, prior_lr=2e-4,
+            lr_milestones=(10_000, 15_000), mc_samples=100, responsibility_weight=0.0, eval_every=1_000,
+        )
+        if model == "sintro":
+            d["beta_kl"], d["beta_rec"], d["beta_neg"] = SINTRO_BETAS_2D[dataset]
+        else:
+            d["beta_rec"], d["beta_kl"] = VAE_BETAS_2D[dataset]
+            d["warmup"] = d["iterations"]
+        return d
+    z_dim, batch, beta_neg = IMAGE_DEFAULTS[dataset]
+    d = dict(
+        dataset=dataset, model=model, z_dim=z_dim, batch_size=batch, epochs=220, iterations=0, warmup=20,
+        mog_warmup=5, num_components=100, lr=2e-4, prior_lr=2e-4, lr_milestones=(350,), mc_samples=100,
+        beta_rec=1.0, beta_kl=1.0, beta_neg=beta_neg, responsibility_weight=100.0, eval_every=20,
+    )
+    if model == "vae":
+        d["warmup"] = d["epochs"]
+    return d
+
+
+def _shorten_2d(d: dict[str, Any], iterations: int, warmup: int, mog_warmup: int, **changes: Any) -> dict[str, Any]:
+    """Scale a 2D run down, keeping the LR milestones at the paper's fractions (1/3 and 1/2) of training."""
+    d.update(changes, iterations=iterations, lr_milestones=(iterations // 3, iterations // 2))
+    d["warmup"] = iterations if d["model"] == "vae" else warmup
+    d["mog_warmup"] = mog_warmup
+    return d
+
+
+def budget_defaults(dataset: str, budget: str, model: str = "sintro") -> dict[str, Any]:
+    """Defaults for a budget: 'paper' is the paper exactly; 'quick' and 'smoke' shorten it (all visible in config)."""
+    _choice("budget", budget, BUDGETS)
+    d = paper_defaults(dataset, model)
+    if budget == "paper":
+        return d
+    if dataset in TOY_DATASETS:
+        if budget == "quick":
+            return _shorten_2d(d, 3_000, 1_000, 100, batch_size=256, mc_samples=20, eval_every=500,
+                               gnelbo_grid=256, gnelbo_batches=20)
+        return _shorten_2d(d, 60, 30, 10, batch_size=128, mc_samples=10, eval_every=20, eval_samples=1_000,
+                           gnelbo_grid=32, gnelbo_batches=2)
+    if budget == "quick":
+        d.update(epochs=10, warmup=4, mog_warmup=2, eval_every=5)
+    else:
+        d.update(epochs=2, warmup=1, mog_warmup=1, eval_every=1, eval_samples=256, mc_samples=10)
+    if model == "vae":
+        d["warmup"] = d["epochs"]
+    return d
+
+
+def resolve_config(dataset: str = "8gaussians", budget: str = "paper", **overrides: Any) -> TrainConfig:
+    """Dataset defaults for the budget, then the user's overrides; validated.
+
+    A model override of 'vae' picks the VAE defaults (betas, warm-up = whole run) unless they are overridden too.
+    """
+    base = budget_defaults(dataset, budget, overrides.get("model", "sintro"))
+    base.update(overrides)
+    if base.get("prior") == "standard" and "num_components" not in overrides:
+        base["num_components"] = 1
+    return TrainConfig.from_dict(base)

@@ -1,0 +1,11 @@
+"""Exceptions that core raises on purpose, so callers (CLI, Ray trials) can tell them apart."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite: training stops here instead of producing garbage."""
+
+    def __init__(self, iteration: int, loss_name: str, value: float):
+        self.iteration = iteration
+        self.loss_name = loss_name
+        self.value = value
+        super().__init__(f"training diverged at iteration {iteration}: {loss_name} = {value}")

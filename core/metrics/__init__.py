@@ -1,0 +1,1 @@
+"""Evaluation metrics: 2D density metrics (density) and image metrics (images)."""

@@ -1,0 +1,129 @@
+"""How a benchmark plugs into the training loop: its nets, its batches, its `scale`, its metrics and artifacts.
+
+The game (core/game.py) is the same for 2D and images; a task supplies everything that differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.config import TrainConfig
+from core.data.toy2d import grid_scale, sample_toy2d
+from core.figures import plot_2d_run
+from core.losses import kl_monte_carlo, reconstruction_error
+from core.metrics.density import gnelbo, histogram_jsd, histogram_kl, neg_elbo_grid, sample_entropy_kl
+from core.nets import MLPDecoder, MLPEncoder
+
+EVAL_SEED_OFFSET = 29_999
+VAMP_INIT_BATCH = 512
+FIGURE_GRID = 200
+
+
+class ToyTask:
+    """The 2D densities: a fresh batch per iteration, MLP nets, scale 0.5, metrics kl, jsd, gnelbo."""
+
+    scale = 0.5
+    fresh_regularizer_samples = True
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        self.config = config
+        self.device = device
+        self.grid_scale = grid_scale(config.dataset)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def make_nets(self, config: TrainConfig):
+        return MLPEncoder(2, config.z_dim), MLPDecoder(config.z_dim, 2)
+
+    def batches(self, unit: int):
+        """One iteration = one fresh batch."""
+        yield self.sample(self.config.batch_size, self.generator)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return sample_toy2d(self.config.dataset, n, generator=generator, device=self.device)
+
+    def init_data(self, k: int) -> torch.Tensor:
+        """The VampPrior's pseudo-inputs start at the first K points of one batch of 512."""
+        return self.sample(max(k, VAMP_INIT_BATCH), self.generator)[:k]
+
+    def rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    # --------------------------------------------------------------------------------------- evaluation
+    def _eval_generator(self) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(self.config.seed + EVAL_SEED_OFFSET)
+
+    @torch.no_grad()
+    def generate(self, game, n: int, generator: torch.Generator) -> np.ndarray:
+        return game.decoder(game.prior.sample(n, generator=generator)).cpu().numpy()
+
+    def _pair(self, game, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        n = self.config.eval_samples
+        return self.sample(n, generator).cpu().numpy(), self.generate(game, n, generator)
+
+    def neg_elbo_fn(self, game):
+        """negELBO(x) = rec(x, D(mu)) + KL(x): β = 1, decoding mu, MC KL with one shared set of M noise vectors,
+        posterior logvar clamped ≥ −80 inside the KL only."""
+        prior = game.prior.mixture(with_grad=False)
+        eps = torch.randn(self.config.mc_samples, self.config.z_dim, generator=self._eval_generator(),
+                          device=self.device)
+
+        def neg_elbo(x: torch.Tensor) -> torch.Tensor:
+            mu, logvar = game.encoder(x)
+            rec = reconstruction_error(x, game.decoder(mu))
+            logvar = logvar.clamp(min=-80)
+            z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
+            log_q = -0.5 * (np.log(2 * np.pi) + logvar.unsqueeze(1) + eps * eps).sum(-1)
+            return rec + kl_monte_carlo(z, log_q, prior)
+
+        return neg_elbo
+
+    @torch.no_grad()
+    def evaluate(self, game, final: bool) -> dict[str, float]:
+        """kl and jsd on fresh histograms (each its own points); gnelbo too at the end of training."""
+        generator = self._eval_generator()
+        real, fake = self._pair(game, generator)
+        metrics = {"kl": histogram_kl(real, fake, self.grid_scale)}
+        metrics["sample_entropy_kl"] = sample_entropy_kl(fake, self.grid_scale)
+        real, fake = self._pair(game, generator)
+        metrics["jsd"] = histogram_jsd(real, fake, self.grid_scale)
+        if final:
+            c = self.config
+            real_points = self.sample(c.gnelbo_batches * 128, generator)
+            metrics["gnelbo"] = gnelbo(self.neg_elbo_fn(game), real_points, self.grid_scale,
+                                       grid_size=c.gnelbo_grid, chunk=self._chunk(game))
+        return metrics
+
+    def _chunk(self, game) -> int:
+        """Points per negELBO chunk, so that chunk·M·K logits stay near 16M floats."""
+        return max(64, 2**24 // (self.config.mc_samples * game.prior.num_components))
+
+    @torch.no_grad()
+    def write_artifacts(self, game, out_dir: Path, metrics: dict) -> None:
+        """samples.npy (eval_samples generated points), figure.png, metrics.json."""
+        generator = self._eval_generator()
+        real, fake = self._pair(game, generator)
+        np.save(out_dir / "samples.npy", fake)
+        grid = neg_elbo_grid(self.neg_elbo_fn(game), self.grid_scale, FIGURE_GRID, self._chunk(game), self.device)
+        density = torch.exp(-(grid - grid.min()))
+        prior = game.prior.mixture(with_grad=False)
+        plot_2d_run(
+            out_dir / "figure.png", real, fake, self.grid_scale, density=density.cpu().numpy(),
+            prior_means=prior.mu.cpu().numpy(), prior_weights=prior.log_w.exp().cpu().numpy(),
+            title=f"{self.config.dataset} · {self.config.model} · prior {self.config.prior} · kl {metrics['kl']:.3f}",
+        )
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+
+
+def make_task(config: TrainConfig, device: torch.device):
+    if config.is_image:
+        from core.image_task import ImageTask
+
+        return ImageTask(config, device)
+    return ToyTask(config, device)
