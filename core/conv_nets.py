@@ -7,6 +7,8 @@ scored by MSE against images in [0, 1]). The nets work unchanged in torch.channe
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -69,7 +71,7 @@ class ConvEncoder(nn.Module):
             nn.LeakyReLU(0.2),
             nn.AvgPool2d(2),
         ]
-        for in_ch, out_ch in zip(channels[:-1], channels[1:]):
+        for in_ch, out_ch in itertools.pairwise(channels):
             layers += [ResidualBlock(in_ch, out_ch), nn.AvgPool2d(2)]
         layers.append(ResidualBlock(channels[-1], channels[-1]))
         self.body = nn.Sequential(*layers)

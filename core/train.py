@@ -8,6 +8,7 @@ NaN or infinite loss raises TrainingDiverged naming the first bad step and loss.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from pathlib import Path
@@ -127,8 +128,9 @@ def train(
     bar = _progress_bar(total, unit, progress)
 
     def state() -> dict[str, Any]:
-        return {"config": config.to_dict(), "unit": unit, "step": step, "game": game.state_dict(),
-                "rng": _rng_state(task)}
+        """A snapshot (copied: the live tensors keep training after the callback returns)."""
+        return copy.deepcopy({"config": config.to_dict(), "unit": unit, "step": step, "game": game.state_dict(),
+                              "rng": _rng_state(task)})
 
     while unit < total:
         if config.converts_to_mog and unit == config.mog_switch_at and not game.is_mog_switched:
