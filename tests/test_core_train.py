@@ -109,3 +109,23 @@ def test_cli_writes_the_run_folder(tmp_path):
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["responsibility_weight"] == 1 and config["learnable_weights"] is False
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "samples.npy", "figure.png", "checkpoint.pt"}
+
+
+def test_short_training_on_8gaussians_learns_all_eight_modes(tmp_path):
+    from core.game import Game
+    from core.tasks import make_task
+
+    config = resolve_config("8gaussians", "quick", prior="vamp_to_mog", iterations=1200, warmup=400,
+                            batch_size=256, mc_samples=10, eval_every=1200, lr_milestones=[800])
+    torch.manual_seed(config.seed)
+    task = make_task(config, torch.device("cpu"))
+    untrained_kl = task.evaluate(Game(config, task, torch.device("cpu")), final=False)["kl"]
+    final = train(config, out_dir=tmp_path)
+    assert final["kl"] < 0.5 * untrained_kl
+    points = np.load(tmp_path / "samples.npy")
+    centres = 2 * np.array([[np.cos(k * np.pi / 4), np.sin(k * np.pi / 4)] for k in range(8)]) / 1.414
+    distances = np.linalg.norm(points[:, None] - centres[None], axis=2)
+    near = distances.min(1) < 0.25
+    assert near.mean() > 0.5
+    share_per_mode = np.bincount(distances.argmin(1)[near], minlength=8) / len(points)
+    assert (share_per_mode > 0.03).all(), share_per_mode

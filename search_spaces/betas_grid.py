@@ -1,0 +1,19 @@
+"""The paper's β grid for S-IntroVAE, run once per point at seed 0, best = lowest kl:
+β_rec ∈ {0.05, 0.2, 0.3, 0.4, 0.8, 1.0} × β_kl ∈ {0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0} × β_neg = m·β_kl, m ∈ 1..5
+(rounded to 3 decimals): 210 trials. The VAE's grid is `betas_grid_vae`."""
+
+from search_spaces.space import SearchSpace
+
+SPACE = SearchSpace(
+    name="betas_grid",
+    description="the paper's S-IntroVAE grid: beta_rec (6) x beta_kl (7) x beta_neg = m * beta_kl, m in 1..5 (210 trials)",
+    metric="kl",
+    mode="min",
+    base={"model": "sintro"},
+    grid={
+        "beta_rec": [0.05, 0.2, 0.3, 0.4, 0.8, 1.0],
+        "beta_kl": [0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0],
+        "beta_neg_multiple": [1, 2, 3, 4, 5],
+    },
+    seeds=(0,),
+)

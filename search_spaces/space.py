@@ -1,0 +1,302 @@
+"""SearchSpace: what a study varies, what it keeps fixed, what it optimises and how it searches.
+
+A space is plain data. Ablations are factorial grids (Tune's grid search) with seeds as one more axis; tuning
+spaces are Tune domains or an Optuna define-by-run function, searched by OptunaSearch (TPE) with ASHA early
+stopping. Every trial's configuration is `resolve_trial(trial_config)`: the dataset's budget defaults, then the
+space's fixed keys and the user's `--set`, then the trial's variant and axes, then derived keys (β_neg = m·β_kl).
+The trial config that crosses the Ray boundary carries all of this as plain data, so a worker needs no registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ray import tune
+from ray.tune.search.sample import Categorical, Domain, Float, Integer
+
+from core.config import DATASETS, TOY_DATASETS, ConfigError, TrainConfig, resolve_config
+
+METRICS = ("kl", "jsd", "gnelbo", "sample_entropy_kl", "fid_gen", "fid_rec", "fd_classifier_gen", "precision",
+           "recall", "svm_few", "svm_many", "knn_few", "knn_many", "assignment_entropy")
+MODES = ("min", "max")
+# Searched parameters that are not config keys: each becomes config keys in `derived_overrides`.
+DERIVED = ("beta_neg_multiple",)
+VARIANT = "variant"
+STUDY = "study"
+
+DefineByRun = Callable[[Any], "dict[str, Any] | None"]
+
+
+class SpaceError(ValueError):
+    """A search space, or the user's changes to it, cannot produce valid trials."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """One named study design. `grid` and `variants` are crossed (with the seeds); `search` is sampled."""
+
+    name: str
+    description: str
+    metric: str = "kl"
+    mode: str = "min"
+    base: Mapping[str, Any] = field(default_factory=dict)
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    search: Mapping[str, Domain] | DefineByRun | None = None
+    seeds: tuple[int, ...] = (0,)
+    samples: int = 16
+    datasets: tuple[str, ...] = TOY_DATASETS
+
+    @property
+    def searched(self) -> bool:
+        return self.search is not None
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The keys a trial varies (not counting the seed)."""
+        keys = ([VARIANT] if self.variants else []) + list(self.grid)
+        if isinstance(self.search, Mapping):
+            keys += list(self.search)
+        return tuple(keys)
+
+    def check(self) -> None:
+        """Structural checks that need no dataset: metric, mode, axes, derived keys."""
+        if self.metric not in METRICS:
+            raise SpaceError(f"space {self.name!r}: unknown metric {self.metric!r} (expected: {', '.join(METRICS)})")
+        if self.mode not in MODES:
+            raise SpaceError(f"space {self.name!r}: unknown mode {self.mode!r} (expected: min, max)")
+        if self.searched and (self.grid or self.variants):
+            raise SpaceError(f"space {self.name!r}: a space is either a grid or searched, not both")
+        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise SpaceError(f"space {self.name!r}: seeds {self.seeds!r} must be non-negative integers")
+        for key, values in self.grid.items():
+            if not values:
+                raise SpaceError(f"space {self.name!r}: grid axis {key!r} has no values")
+        if self.samples < 1:
+            raise SpaceError(f"space {self.name!r}: samples = {self.samples} must be at least 1")
+
+
+@dataclass(frozen=True)
+class StudyDesign:
+    """A space bound to a dataset, a budget, seeds, the user's fixed overrides and a sample count."""
+
+    space: SearchSpace
+    dataset: str
+    budget: str
+    seeds: tuple[int, ...]
+    samples: int
+    fixed: Mapping[str, Any]
+    grid: Mapping[str, Sequence[Any]]
+    search: Mapping[str, Domain] | DefineByRun | None
+
+    @property
+    def searched(self) -> bool:
+        return self.search is not None
+
+    @property
+    def trial_count(self) -> int:
+        if self.searched:
+            return self.samples
+        points = max(1, len(self.space.variants)) * len(self.seeds)
+        for values in self.grid.values():
+            points *= len(values)
+        return points
+
+    def study_config(self, **extra: Any) -> dict[str, Any]:
+        """The constant part of every trial config: how to build the TrainConfig, as plain data."""
+        return {"space": self.space.name, "dataset": self.dataset, "budget": self.budget, "fixed": dict(self.fixed),
+                "variants": {k: dict(v) for k, v in self.space.variants.items()}, **extra}
+
+    def param_space(self, **extra: Any) -> dict[str, Any]:
+        """Tune's param_space: the study constants plus grid axes (with seeds) or Tune domains."""
+        space: dict[str, Any] = {STUDY: self.study_config(**extra)}
+        if not self.searched:
+            if self.space.variants:
+                space[VARIANT] = tune.grid_search(list(self.space.variants))
+            for key, values in self.grid.items():
+                space[key] = tune.grid_search(list(values))
+            space["seed"] = tune.grid_search(list(self.seeds))
+        else:
+            space["seed"] = self.seeds[0]
+            if isinstance(self.search, Mapping):
+                space.update(self.search)
+        return space
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every trial of a grid space as its varying keys (variant, grid axes, seed)."""
+        axes: list[tuple[str, list[Any]]] = []
+        if self.space.variants:
+            axes.append((VARIANT, list(self.space.variants)))
+        axes += [(k, list(v)) for k, v in self.grid.items()]
+        axes.append(("seed", list(self.seeds)))
+        return [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
+
+    def example_points(self, draws: int = 32, seed: int = 0) -> list[dict[str, Any]]:
+        """Points of a searched space that validation resolves: each domain's bounds or categories, then draws."""
+        if isinstance(self.search, Mapping):
+            return _domain_corners(self.search) + _domain_draws(self.search, draws, seed)
+        return _define_by_run_draws(self.search, draws, seed)
+
+    def validate(self) -> list[TrainConfig]:
+        """Resolve every grid point (or the searched space's corners and random draws); raise SpaceError on the
+        first invalid configuration, naming the trial and the config error."""
+        study = self.study_config()
+        points = self.grid_points() if not self.searched else [
+            {**p, "seed": self.seeds[0]} for p in self.example_points()]
+        configs = []
+        for point in points:
+            try:
+                configs.append(resolve_trial({STUDY: study, **point}))
+            except ConfigError as err:
+                shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
+                raise SpaceError(f"space {self.space.name!r} on {self.dataset}/{self.budget}: trial ({shown}): "
+                                 f"{err}") from None
+        return configs
+
+
+def design(
+    space: SearchSpace,
+    dataset: str,
+    budget: str,
+    *,
+    seeds: Sequence[int] | None = None,
+    samples: int | None = None,
+    fixed: Mapping[str, Any] | None = None,
+) -> StudyDesign:
+    """Bind a space to a dataset and budget. `fixed` (the CLI's --set) overrides the base; a fixed key that is a
+    grid axis or a searched domain collapses that axis to the one value."""
+    space.check()
+    if dataset not in DATASETS:
+        raise SpaceError(f"unknown dataset {dataset!r} (expected: {', '.join(DATASETS)})")
+    if dataset not in space.datasets:
+        raise SpaceError(f"space {space.name!r} measures {space.metric!r} and runs on {', '.join(space.datasets)} "
+                         f"(got dataset {dataset!r})")
+    seeds = tuple(space.seeds if seeds is None else seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise SpaceError(f"seeds {list(seeds)!r} must be non-negative integers")
+    if len(set(seeds)) != len(seeds):
+        raise SpaceError(f"seeds {list(seeds)!r} repeat a seed")
+    if space.searched and len(seeds) != 1:
+        raise SpaceError(f"space {space.name!r} is searched by Optuna at one seed; got seeds {list(seeds)} "
+                         "(pass a single seed, e.g. --seeds 0)")
+    if samples is not None and not space.searched:
+        raise SpaceError(f"--samples applies to searched spaces; {space.name!r} is a grid "
+                         "(use --seeds or --set to change its size)")
+    if samples is not None and samples < 1:
+        raise SpaceError(f"samples = {samples} must be at least 1")
+    fixed = dict(fixed or {})
+    if "seed" in fixed:
+        raise SpaceError("set seeds with --seeds, not --set seed=...")
+    if "dataset" in fixed:
+        raise SpaceError("set the dataset with --dataset, not --set dataset=...")
+    if VARIANT in fixed and fixed[VARIANT] not in space.variants:
+        raise SpaceError(f"unknown variant {fixed[VARIANT]!r} of space {space.name!r} "
+                         f"(expected: {', '.join(space.variants) or 'none'})")
+    grid = {k: v for k, v in space.grid.items() if k not in fixed}
+    search = space.search
+    if isinstance(search, Mapping):
+        search = {k: v for k, v in search.items() if k not in fixed}
+        if not search:
+            raise SpaceError(f"--set fixes every searched key of {space.name!r}; nothing is left to search")
+    elif callable(search):
+        collapsed = sorted(set(fixed) & set(_define_by_run_keys(search)))
+        if collapsed:
+            raise SpaceError(f"space {space.name!r} samples {collapsed} conditionally; they cannot be fixed with --set")
+    variants = space.variants
+    if VARIANT in fixed:
+        variants = {fixed[VARIANT]: space.variants[fixed[VARIANT]]}
+    bound = dataclasses.replace(space, variants=variants)
+    fixed_config = {k: v for k, v in fixed.items() if k != VARIANT}
+    return StudyDesign(space=bound, dataset=dataset, budget=budget, seeds=seeds,
+                       samples=samples or space.samples, fixed={**space.base, **fixed_config}, grid=grid,
+                       search=search)
+
+
+def derived_overrides(params: Mapping[str, Any], beta_kl: float) -> dict[str, Any]:
+    """Config keys computed from searched parameters: β_neg = m·β_kl rounded to 3 decimals, as the paper's grid."""
+    out: dict[str, Any] = {}
+    if "beta_neg_multiple" in params:
+        out["beta_neg"] = round(float(params["beta_neg_multiple"]) * beta_kl, 3)
+    return out
+
+
+def trial_overrides(trial: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides of one trial (without the derived keys): fixed keys, then its variant, then its axes."""
+    study = trial[STUDY]
+    overrides = dict(study["fixed"])
+    if VARIANT in trial:
+        overrides.update(study["variants"][trial[VARIANT]])
+    overrides.update({k: v for k, v in trial.items() if k not in (STUDY, VARIANT, *DERIVED)})
+    return overrides
+
+
+def resolve_trial(trial: Mapping[str, Any]) -> TrainConfig:
+    """The full TrainConfig of a trial config (what Tune passes to the trainable); raises ConfigError."""
+    study = trial[STUDY]
+    overrides = trial_overrides(trial)
+    config = resolve_config(study["dataset"], study["budget"], **overrides)
+    derived = derived_overrides(trial, config.beta_kl)
+    if derived:
+        config = resolve_config(study["dataset"], study["budget"], **overrides, **derived)
+    return config
+
+
+def searched_params(trial: Mapping[str, Any]) -> dict[str, Any]:
+    """What the search chose that is not itself a config key (the variant name, β_neg's multiple)."""
+    return {k: v for k, v in trial.items() if k in (VARIANT, *DERIVED)}
+
+
+def _domain_corners(search: Mapping[str, Domain]) -> list[dict[str, Any]]:
+    """Each domain's extremes (every category), the other keys at their lower end."""
+    lows = {k: _extremes(d)[0] for k, d in search.items()}
+    points = [dict(lows)]
+    for key, domain in search.items():
+        points += [{**lows, key: value} for value in _extremes(domain)[1:]]
+    return points
+
+
+def _extremes(domain: Domain) -> list[Any]:
+    if isinstance(domain, Categorical):
+        return list(domain.categories)
+    if isinstance(domain, Float):
+        return [domain.lower, domain.upper]
+    if isinstance(domain, Integer):
+        return [domain.lower, domain.upper - 1]  # Tune's randint excludes its upper bound
+    raise SpaceError(f"unsupported search domain {domain!r} (use tune.uniform, loguniform, randint or choice)")
+
+
+def _domain_draws(search: Mapping[str, Domain], draws: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    points = []
+    for _ in range(draws):
+        point = {}
+        for key, domain in search.items():
+            point[key] = domain.sample(random_state=rng.randrange(2**31))
+        points.append(point)
+    return points
+
+
+def _define_by_run_draws(define: DefineByRun, draws: int, seed: int) -> list[dict[str, Any]]:
+    """Run the define-by-run function on an in-memory Optuna study with a seeded random sampler."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    points = []
+    for _ in range(draws):
+        trial = study.ask()
+        constants = define(trial) or {}
+        points.append({**trial.params, **constants})
+        study.tell(trial, 0.0)
+    return points
+
+
+def _define_by_run_keys(define: DefineByRun) -> set[str]:
+    keys: set[str] = set()
+    for point in _define_by_run_draws(define, 16, 0):
+        keys |= set(point)
+    return keys
