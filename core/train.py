@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

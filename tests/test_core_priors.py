@@ -141,7 +141,7 @@ def test_vamp_components_are_the_encoder_at_the_pseudo_inputs_and_images_are_squ
     encoder = MLPEncoder(2, 2)
     data = torch.randn(5, 2)
     vamp = VampPrior(encoder, data, z_dim=2, learnable_weights=False)
-    mu, logvar = encoder(data)
+    mu, _logvar = encoder(data)
     torch.testing.assert_close(vamp.mixture().mu, mu)
     image_vamp = VampPrior(lambda u: (u.flatten(1)[:, :2], u.flatten(1)[:, 2:4]), torch.randn(3, 1, 2, 2) * 3,
                            z_dim=2, learnable_weights=False, squash=True)

@@ -1,0 +1,257 @@
+"""MLflow for a study: one experiment per study (created on the driver), one run per trial (opened by the trial).
+
+A trial's run holds the full resolved config as params, every report as a step series (step = iteration),
+tags naming the space, study, trial, commit, project version and device, and figure.png / metrics.json /
+samples.npy as artifacts. The trial opens its run with Ray's `setup_mlflow`, and finds it again by its
+`trial_id` tag when Tune restores the trial. `TrialRunStatus`, a Tune callback on the driver, closes the runs
+that a trial could not close itself (stopped by ASHA, crashed, killed) and records why.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+from ray import tune
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+ARTIFACTS_DIR = "mlartifacts"
+ARTIFACTS = ("figure.png", "metrics.json", "samples.npy")
+MAX_TAG_CHARS = 4_000
+
+
+class TrackingError(RuntimeError):
+    """The tracking URI is malformed or its store cannot be reached."""
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Make a local store's path absolute: Ray runs each trial in its own working directory."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        if not path or path == ":memory:":
+            raise TrackingError(f"tracking URI {uri!r} names no database file (expected e.g. sqlite:///mlruns.db)")
+        return "sqlite:///" + str(Path(path).resolve()) if not path.startswith("/") else uri
+    if parsed.scheme == "file":
+        return Path(parsed.path).resolve().as_uri()
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a bare path (or a Windows drive letter)
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def is_local_store(uri: str) -> bool:
+    return urlparse(uri).scheme in ("sqlite", "file")
+
+
+def artifact_location(uri: str) -> str | None:
+    """Local stores keep artifacts in `mlartifacts/` beside the database; a server decides for itself."""
+    if urlparse(uri).scheme == "sqlite":
+        return (Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR).as_uri()
+    return None
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before Ray starts, when the store cannot be used."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                if response.status != 200:
+                    raise TrackingError(f"MLflow server at {uri} answered /health with HTTP {response.status}")
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it with "
+                                f"`mlflow server --host ... --port ...` or pass another --tracking-uri") from None
+    elif parsed.scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise TrackingError(f"tracking URI {uri}: folder {folder} does not exist")
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The study's experiment id, creating the experiment here on the driver (trials racing to create it fail)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except MlflowException as err:
+        raise TrackingError(f"MLflow store {uri}: {err.message}") from None
+
+
+def project_tags() -> dict[str, str]:
+    """Commit and version of the code that launched the study (gathered on the driver: workers may lack git)."""
+    tags = {"git_commit": "unknown", "project_version": _project_version()}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                                   capture_output=True, text=True, timeout=10)
+            tags["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
+def _project_version() -> str:
+    try:
+        return importlib.metadata.version("priorstudy")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = PROJECT_ROOT / "pyproject.toml"
+        if pyproject.is_file():
+            return str(tomllib.loads(pyproject.read_text()).get("project", {}).get("version", "unknown"))
+        return "unknown"
+
+
+def mlflow_ui_hint(uri: str) -> str:
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"open {uri} in a browser (the MLflow server's UI)"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def params_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """MLflow params: strings for everything that is not a scalar (lists, dicts, None)."""
+    return {k: v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in config.items()}
+
+
+def metrics_of(report: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric entries of a report (booleans as 0/1), without the step bookkeeping."""
+    return {k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and k not in ("done",)}
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def find_trial_run(uri: str, experiment_id: str, study_id: str, trial_id: str):
+    """The MLflow run of a trial of this study, or None."""
+    runs = _client(uri).search_runs(
+        [experiment_id], filter_string=f"tags.study_id = '{study_id}' and tags.trial_id = '{trial_id}'",
+        max_results=1)
+    return runs[0] if runs else None
+
+
+class TrialRun:
+    """The active MLflow run of the trial running in this process (fluent API, one trial per Ray actor)."""
+
+    def __init__(self, mlflow, run_id: str, logged_until: int):
+        self.mlflow = mlflow
+        self.run_id = run_id
+        self.logged_until = logged_until
+
+    @classmethod
+    def open(cls, study: Mapping[str, Any], trial_id: str, trial_name: str, params: Mapping[str, Any],
+             tags: Mapping[str, str]) -> TrialRun:
+        """Start the trial's run, or reopen it when Tune restores the trial (then metrics already logged up to
+        `logged_until` are not logged twice: resumed training recomputes them exactly)."""
+        import mlflow
+        from ray.air.integrations.mlflow import setup_mlflow
+
+        uri = study["tracking_uri"]
+        existing = find_trial_run(uri, study["experiment_id"], study["study_id"], trial_id)
+        if existing is not None:
+            mlflow.set_tracking_uri(uri)
+            mlflow.start_run(run_id=existing.info.run_id)
+            history = _client(uri).get_metric_history(existing.info.run_id, "iteration")
+            return cls(mlflow, existing.info.run_id, max((m.step for m in history), default=-1))
+        all_tags = {**study["tags"], "study_id": study["study_id"], "trial_id": trial_id, "trial_name": trial_name,
+                    **tags}
+        module = setup_mlflow(config=params_of(params), tracking_uri=uri, experiment_id=study["experiment_id"],
+                              run_name=trial_name, tags=all_tags)
+        return cls(module, module.active_run().info.run_id, -1)
+
+    def log_report(self, report: Mapping[str, Any]) -> None:
+        step = int(report["iteration"])
+        if step > self.logged_until:
+            self.mlflow.log_metrics(metrics_of(report), step=step)
+            self.logged_until = step
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.mlflow.set_tags({k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()})
+
+    def log_artifacts(self, folder: Path) -> None:
+        for name in ARTIFACTS:
+            if (folder / name).is_file():
+                self.mlflow.log_artifact(str(folder / name))
+
+    def finish(self) -> None:
+        self.mlflow.end_run(status="FINISHED")
+
+    def fail(self, reason: str) -> None:
+        self.set_tags({"failure_reason": reason})
+        self.mlflow.end_run(status="FAILED")
+
+
+class TrialRunStatus(tune.Callback):
+    """On the driver: close the MLflow run of each trial that ended, with the status Tune gave it.
+
+    A trial that finishes closes its own run; this covers trials stopped early by the scheduler (FINISHED, tag
+    stopped_early), crashed or killed ones (FAILED, tag failure_reason from Tune's error), and trials that died
+    before opening a run (one is created, so every trial has a run).
+    """
+
+    def __init__(self, study: Mapping[str, Any]):
+        self.study = dict(study)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._close(trial, "FAILED")
+
+    def _close(self, trial, status: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._close_run(trial, status)
+        except MlflowException as err:  # tracking trouble must not stop the study
+            print(f"warning: could not record trial {trial.trial_id} in MLflow: {err.message}")
+
+    def _close_run(self, trial, status: str) -> None:
+        from search_spaces.space import resolve_trial, searched_params
+
+        uri, client = self.study["tracking_uri"], _client(self.study["tracking_uri"])
+        run = find_trial_run(uri, self.study["experiment_id"], self.study["study_id"], trial.trial_id)
+        if run is None:
+            tags = {**self.study["tags"], "study_id": self.study["study_id"], "trial_id": trial.trial_id,
+                    "trial_name": str(trial)}
+            run = client.create_run(self.study["experiment_id"], run_name=str(trial), tags=tags)
+            params = {**resolve_trial(trial.config).to_dict(), **searched_params(trial.config)}
+            from mlflow.entities import Param
+
+            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params_of(params).items()])
+        elif run.info.status != "RUNNING":
+            return
+        run_id = run.info.run_id
+        if status == "FAILED":
+            if "failure_reason" not in run.data.tags:
+                client.set_tag(run_id, "failure_reason", _error_summary(trial)[:MAX_TAG_CHARS])
+        else:
+            client.set_tag(run_id, "stopped_early", "true")
+        client.set_terminated(run_id, status=status)
+
+
+def _error_summary(trial) -> str:
+    """The last line of the trial's error (the exception and its message), or a pointer to the error file."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return f"trial {trial.trial_id} failed (see Tune's error file in its trial directory)"

@@ -1,0 +1,123 @@
+"""The function trainable: a trial config (plain data) → one `core.train` run, reported to Tune and MLflow.
+
+Every evaluation of core (every `eval_every` units) becomes one `tune.report` with a `tune.Checkpoint` of the
+exact training state, so a restored trial continues where it stopped. The final report is sent after the run's
+artifacts are in MLflow, with a checkpoint that marks the trial as done: restoring it re-reports, never retrains.
+A diverging run (core's TrainingDiverged) ends the trial as failed, with the reason in Tune and in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from ray import tune
+
+from search_spaces.space import STUDY, resolve_trial, searched_params
+from study.tracking import TrialRun
+
+STATE_FILE = "state.pt"
+FINAL_FILE = "final.json"
+
+
+class TrialDiverged(RuntimeError):
+    """A trial's training diverged (NaN or infinite loss); the message says where. Plain, so it pickles."""
+
+
+def tune_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What Tune gets from a core report: the numbers, without core's `done` (a reserved key in Tune)."""
+    return {k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "done"}
+
+
+def torch_threads(context) -> int:
+    """A trial's torch threads = its CPU share in Ray, or its trials fight over the cores."""
+    cpus = context.get_trial_resources().required_resources.get("CPU", 1)
+    return max(1, math.floor(cpus))
+
+
+def describe_device(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({threads} threads)"
+
+
+def _save(report: Mapping[str, Any], state: Mapping[str, Any] | None, final: bool) -> None:
+    """tune.report with a checkpoint of `state`; Tune copies it to storage before `report` returns."""
+    folder = Path(tempfile.mkdtemp(prefix="priorstudy-ckpt-"))
+    try:
+        if state is not None:
+            torch.save(dict(state), folder / STATE_FILE)
+        if final:
+            (folder / FINAL_FILE).write_text(json.dumps(tune_metrics(report)))
+        tune.report(tune_metrics(report), checkpoint=tune.Checkpoint.from_directory(str(folder)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _restore() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(training state, final metrics if the trial had finished) from Tune's latest checkpoint of this trial."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as folder:
+        folder = Path(folder)
+        state = torch.load(folder / STATE_FILE, weights_only=False) if (folder / STATE_FILE).is_file() else None
+        final = json.loads((folder / FINAL_FILE).read_text()) if (folder / FINAL_FILE).is_file() else None
+    return state, final
+
+
+def train_trial(trial: dict[str, Any]) -> None:
+    """Ray Tune function trainable for one trial config (see search_spaces.space.resolve_trial)."""
+    from core.errors import TrainingDiverged
+    from core.train import resolve_device, train
+
+    config = resolve_trial(trial)
+    context = tune.get_context()
+    threads = torch_threads(context)
+    torch.set_num_threads(threads)
+    state, final = _restore()
+    if final is not None:
+        tune.report(final)  # finished before the study was interrupted: nothing to redo
+        return
+
+    device = resolve_device(config.device)
+    run = TrialRun.open(
+        trial[STUDY], context.get_trial_id(), context.get_trial_name(),
+        params={**config.to_dict(), **searched_params(trial)},
+        tags={"device": describe_device(device, threads), "hostname": socket.gethostname()},
+    )
+    if state is not None:
+        run.set_tags({"resumed_from_iteration": state["unit"]})
+
+    pending: dict[str, Any] = {}
+
+    def on_report(report: dict[str, Any]) -> None:
+        run.log_report(report)
+        pending["report"] = report
+
+    def on_checkpoint(checkpoint_state: dict[str, Any]) -> None:
+        # checkpoint_every = eval_every, so core checkpoints right after each report, at the same unit.
+        if checkpoint_state["unit"] < config.total_units:
+            _save(pending.pop("report"), checkpoint_state, final=False)
+        else:
+            pending["final_state"] = checkpoint_state
+
+    out_dir = Path(context.get_trial_dir()) / "artifacts"
+    try:
+        final = train(config, on_report=on_report, on_checkpoint=on_checkpoint,
+                      checkpoint_every=config.eval_every, resume=state, out_dir=out_dir)
+    except TrainingDiverged as err:
+        run.fail(f"diverged: {err}")
+        raise TrialDiverged(f"{err} ({err.loss_name} = {err.value})") from None
+    except Exception as err:
+        run.fail(f"{type(err).__name__}: {err}")
+        raise
+    run.log_artifacts(out_dir)
+    run.finish()
+    _save(final, pending.get("final_state"), final=True)
