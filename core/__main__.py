@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         if field.name in ("dataset", "extra", "lr_milestones"):
             continue
         kind = next((t for t in (bool, int, float, str) if t.__name__ in str(hints[field.name])), str)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=PARSERS[kind], default=None)
+        switch = {"nargs": "?", "const": True} if kind is bool else {}  # a bare --download means true
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=PARSERS[kind], default=None,
+                            **switch)
     return parser
 
 
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig.from_dict(resume["config"])
         metrics = train(config, resume=resume, out_dir=args.out, progress=True,
                         on_checkpoint=_saver(args.out) if args.out else None)
-    except ConfigError as error:
+    except (ConfigError, FileNotFoundError) as error:  # FileNotFoundError: image data or Inception weights missing
         print(f"error: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
     print(json.dumps(shown, indent=1))
     if args.out:
-        print(f"wrote {args.out}/metrics.json, samples.npy, figure.png, checkpoint.pt")
+        print(f"wrote {', '.join(sorted(p.name for p in args.out.iterdir()))} in {args.out}")
     return 0
 
 

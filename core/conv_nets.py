@@ -3,6 +3,9 @@
 Every conv is bias-free except the decoder's last; BatchNorm after every other conv; LeakyReLU(0.2); AvgPool2 down,
 nearest Upsample×2 up; the decoder has no output activation (its output is the mean of a fixed-variance Gaussian,
 scored by MSE against images in [0, 1]). The nets work unchanged in torch.channels_last memory format.
+
+precision 'bf16' runs a net's layers under bf16 autocast and returns float32: the autocast region ends at the net's
+output, so the mixture log-densities, KLs and reconstruction errors that the game computes stay in float32.
 """
 
 from __future__ import annotations
@@ -12,9 +15,21 @@ import itertools
 import torch
 from torch import nn
 
+from core.config import PRECISIONS
+
 __all__ = ["ConvDecoder", "ConvEncoder", "ResidualBlock", "default_channels"]
 
 _DEFAULT_CHANNELS = {32: (64, 128, 256), 28: (64, 128), 8: (32, 64)}
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (expected: {', '.join(PRECISIONS)})")
+    return precision
+
+
+def _autocast(x: torch.Tensor, precision: str) -> torch.autocast:
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def default_channels(image_shape: tuple[int, int, int]) -> tuple[int, ...]:
@@ -61,8 +76,15 @@ class ResidualBlock(nn.Module):
 class ConvEncoder(nn.Module):
     """q(z|x): Conv5×5(C→ch₀)+BN+LReLU+AvgPool2, [ResBlock(→ch)+AvgPool2] per further ch, ResBlock, Linear(→2z)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], z_dim: int, channels: tuple[int, ...] | None = None):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        z_dim: int,
+        channels: tuple[int, ...] | None = None,
+        precision: str = "fp32",
+    ):
         super().__init__()
+        self.precision = _check_precision(precision)
         channels = tuple(channels or default_channels(image_shape))
         height, width = _bottleneck_size(image_shape, channels)
         layers: list[nn.Module] = [
@@ -78,15 +100,24 @@ class ConvEncoder(nn.Module):
         self.fc = nn.Linear(channels[-1] * height * width, 2 * z_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.fc(self.body(x).flatten(1)).chunk(2, dim=1)
+        with _autocast(x, self.precision):
+            out = self.fc(self.body(x).flatten(1))
+        mu, logvar = out.float().chunk(2, dim=1)
         return mu, logvar
 
 
 class ConvDecoder(nn.Module):
     """p(x|z): Linear(z→flat)+ReLU, reshape, [ResBlock(→ch)+Upsample×2] per ch in reverse, ResBlock, Conv5×5(→C)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], z_dim: int, channels: tuple[int, ...] | None = None):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        z_dim: int,
+        channels: tuple[int, ...] | None = None,
+        precision: str = "fp32",
+    ):
         super().__init__()
+        self.precision = _check_precision(precision)
         channels = tuple(channels or default_channels(image_shape))
         height, width = _bottleneck_size(image_shape, channels)
         self.start_shape = (channels[-1], height, width)
@@ -100,4 +131,6 @@ class ConvDecoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(self.fc(z).view(z.shape[0], *self.start_shape))
+        with _autocast(z, self.precision):
+            x = self.body(self.fc(z).view(z.shape[0], *self.start_shape))
+        return x.float()

@@ -4,29 +4,71 @@
 cooperating with the decoder (or with the encoder, `prior_with_encoder`). Each step reads like the paper's
 algorithm box, one line a term. Each player's update takes only its own gradients (`torch.autograd.grad` on its
 parameters), so a frozen player is never touched. The steps return detached loss tensors: no host sync inside.
+
+The mathematics is the literal step's (core/reference_step.py, the oracle of tests/test_fast_step.py); the
+arithmetic is arranged for speed (DESIGN.md §5):
+- every mixture term (MC KL, responsibilities, the regulariser) goes through `mixture_log_prob`, the quadratic form
+  with a backward written from the responsibilities;
+- the decoder step reuses the encoder step's x̂ = D(z): the encoder's update does not touch D, so D(z.detach())
+  has the same value, and its retained graph gives the decoder's gradient;
+- nets without BatchNorm (the 2D MLPs) encode x_f and x̂ (and decode their latents) in one concatenated pass;
+  with BatchNorm (image nets) each batch keeps its own pass, as the batch statistics depend on it;
+- a term's decoder pass is skipped when its weight (γ_r) is zero.
+Each step draws all its randomness first, in one fixed order (`draw_*_noise`), so any implementation of the step
+that consumes the same draws computes the same numbers.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from core.config import TrainConfig
 from core.losses import (
+    aggregate_negative_entropy,
     exp_elbo,
-    kl_monte_carlo,
+    kl_and_mean_responsibility,
     kl_standard_normal,
-    mixture_terms,
-    posterior_samples,
     reconstruction_error,
     reparameterize,
-    responsibility_regularizer,
 )
 from core.priors import Mixture, Prior, VampPrior, build_prior, vamp_to_mog
 
 LR_DECAY = 0.1
+
+
+class WarmupNoise(NamedTuple):
+    """ε of z ~ q(z|x) (B, z); ε of the KL's M samples (B, M, z), None for the analytic KL."""
+
+    z: torch.Tensor
+    kl: torch.Tensor | None
+
+
+class EncoderNoise(NamedTuple):
+    """The encoder step's draws; the fakes' and reconstructions' rows are stacked [x_f; x̂] (2B first dimension)."""
+
+    z: torch.Tensor
+    kl_real: torch.Tensor | None
+    regularizer: torch.Tensor | None  # fresh (B, M, z) for R (2D); None when R is off or reuses the KL's samples
+    prior: tuple[torch.Tensor, torch.Tensor]  # (k, ε) of z_p ~ p_ψ
+    z_fake_rec: torch.Tensor
+    kl_fake_rec: torch.Tensor | None
+
+
+class DecoderNoise(NamedTuple):
+    """The decoder step's draws; rows stacked [x̂; x_f]."""
+
+    prior: tuple[torch.Tensor, torch.Tensor]
+    z_rec_fake: torch.Tensor
+    kl_rec_fake: torch.Tensor | None
+    kl_real: torch.Tensor | None
+
+
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 class Game:
@@ -40,6 +82,8 @@ class Game:
         self.prior: Prior = build_prior(config, self.encoder, task.init_data, image=config.is_image).to(device)
         self.is_mog_switched = False
         self.in_game = False
+        self.batch_passes = not (has_batch_norm(self.encoder) or has_batch_norm(self.decoder))
+        self._reconstruction: tuple[torch.Tensor, torch.Tensor, tuple[int, ...]] | None = None
         self._make_optimizers()
 
     # ----------------------------------------------------------------------------------------- bookkeeping
@@ -112,26 +156,79 @@ class Game:
         self.in_game = state["in_game"]
 
     # ----------------------------------------------------------------------------------------- terms
-    def kl(self, mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-sample KL(q(z|x) ‖ p) and, for the MC estimate, the samples' responsibilities (B·M, K)."""
+    def kl(
+        self, mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-sample KL(q(z|x) ‖ p) (B,) and, for the MC estimate, the samples' mean responsibility r̄ (K,)."""
         if self.config.kl_estimator == "analytic":
             return kl_standard_normal(mu, logvar), None
-        z, log_q = posterior_samples(mu, logvar, self.config.mc_samples)
-        log_p, responsibilities = mixture_terms(z, prior)
-        return (log_q - log_p).mean(1), responsibilities
+        if eps is None:
+            eps = self._normal(mu.shape[0], self.config.mc_samples, mu.shape[1], like=mu)
+        return kl_and_mean_responsibility(mu, logvar, prior, eps)
 
-    def regularizer(self, mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, kl_responsibilities):
-        """R over z ~ q(z|x) of the real batch: 2D draws a fresh set of M samples, images reuse the KL's."""
-        if kl_responsibilities is None or self.task.fresh_regularizer_samples:
-            z, _ = posterior_samples(mu, logvar, self.config.mc_samples)
-            _, kl_responsibilities = mixture_terms(z, prior)
-        return responsibility_regularizer(kl_responsibilities)
+    @property
+    def regularizer_on(self) -> bool:
+        return self.config.responsibility_weight > 0 and self.prior.num_components > 1
 
-    def _step(self, loss: torch.Tensor, players: list[str]) -> None:
+    # ----------------------------------------------------------------------------------------- randomness
+    @staticmethod
+    def _normal(*shape: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+
+    def _kl_noise(self, n: int, like: torch.Tensor) -> torch.Tensor | None:
+        if self.config.kl_estimator == "analytic":
+            return None
+        return self._normal(n, self.config.mc_samples, self.config.z_dim, like=like)
+
+    def draw_warmup_noise(self, x: torch.Tensor) -> WarmupNoise:
+        b = x.shape[0]
+        return WarmupNoise(self._normal(b, self.config.z_dim, like=x), self._kl_noise(b, x))
+
+    def draw_encoder_noise(self, x: torch.Tensor) -> EncoderNoise:
+        b, z_dim = x.shape[0], self.config.z_dim
+        z = self._normal(b, z_dim, like=x)
+        kl_real = self._kl_noise(b, x)
+        fresh = self.regularizer_on and (kl_real is None or self.task.fresh_regularizer_samples)
+        regularizer = self._normal(b, self.config.mc_samples, z_dim, like=x) if fresh else None
+        prior = self.prior.sample_noise(b, dtype=x.dtype)
+        z_fake_rec = self._normal(2 * b, z_dim, like=x)
+        return EncoderNoise(z, kl_real, regularizer, prior, z_fake_rec, self._kl_noise(2 * b, x))
+
+    def draw_decoder_noise(self, x: torch.Tensor) -> DecoderNoise:
+        b = x.shape[0]
+        prior = self.prior.sample_noise(b, dtype=x.dtype)
+        z_rec_fake = self._normal(2 * b, self.config.z_dim, like=x)
+        return DecoderNoise(prior, z_rec_fake, self._kl_noise(2 * b, x), self._kl_noise(b, x))
+
+    # ----------------------------------------------------------------------------------------- passes
+    def _encode(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """E over `parts` stacked batches: one pass when the nets allow it (no BatchNorm), else one pass each."""
+        if self.batch_passes or parts == 1:
+            return self.encoder(x)
+        mus, logvars = zip(*(self.encoder(chunk) for chunk in x.chunk(parts)))
+        return torch.cat(mus), torch.cat(logvars)
+
+    def _decode(self, z: torch.Tensor, parts: int) -> torch.Tensor:
+        if self.batch_passes or parts == 1:
+            return self.decoder(z)
+        return torch.cat([self.decoder(chunk) for chunk in z.chunk(parts)])
+
+    def _decoder_versions(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.decoder.parameters())
+
+    def _reconstruct_for_decoder(self, z: torch.Tensor) -> torch.Tensor:
+        """x̂ = D(z.detach()): the encoder step's D(z) when D has not changed since (its graph reaches D's
+        parameters the same way), else a fresh pass."""
+        cached, self._reconstruction = self._reconstruction, None
+        if cached is not None and cached[0] is z and cached[2] == self._decoder_versions():
+            return cached[1]
+        return self.decoder(z.detach())
+
+    def _step(self, loss: torch.Tensor, players: list[str], retain_graph: bool = False) -> None:
         """Gradients of `loss` for the named players only, then their optimiser steps."""
         modules = {"encoder": self.encoder, "decoder": self.decoder, "prior": self.prior}
         params = [p for name in players for p in modules[name].parameters() if p.requires_grad]
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=retain_graph)
         for p, g in zip(params, grads):
             p.grad = g
         for name in players:
@@ -141,76 +238,83 @@ class Game:
     def warmup_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """β-VAE: β_rec·mean rec + β_kl·mean KL (no scale); encoder, decoder and prior step together."""
         c = self.config
+        noise = self.draw_warmup_noise(x)
         prior = self.prior.mixture(with_grad=True)
         mu, logvar = self.encoder(x)
-        x_hat = self.decoder(reparameterize(mu, logvar))
+        x_hat = self.decoder(reparameterize(mu, logvar, noise.z))
         rec = reconstruction_error(x, x_hat).mean()
-        kl, _ = self.kl(mu, logvar, prior)
-        kl = kl.mean()
+        kl = self.kl(mu, logvar, prior, noise.kl)[0].mean()
         loss = c.beta_rec * rec + c.beta_kl * kl
-        self._step(loss, [name for name in self.optimizers])
+        self._step(loss, list(self.optimizers))
         loss = loss.detach()
         return {"loss_encoder": loss, "loss_decoder": loss, "rec": rec.detach(), "kl_real": kl.detach()}
 
     def encoder_step(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         """Encoder: maximise the ELBO of real data, push down exp(α·ELBO) of reconstructions and prior samples."""
         c, scale = self.config, self.task.scale
+        noise = self.draw_encoder_noise(x)
         prior_steps_here = c.prior_with_encoder and self.prior_learns_in_game
         prior = self.prior.mixture(with_grad=prior_steps_here)
         target = prior.detach()
 
         mu, logvar = self.encoder(x)
-        z = reparameterize(mu, logvar)
+        z = reparameterize(mu, logvar, noise.z)
         x_hat = self.decoder(z)
         rec = reconstruction_error(x, x_hat)
-        kl_real, responsibilities = self.kl(mu, logvar, prior)
+        kl_real, r_bar = self.kl(mu, logvar, prior, noise.kl_real)
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
 
         with torch.no_grad():
-            x_fake = self.decoder(self.prior.sample(x.shape[0]))
-        mu_f, logvar_f = self.encoder(x_fake)
-        rec_f = reconstruction_error(x_fake, self.decoder(reparameterize(mu_f, logvar_f)))
-        kl_f, _ = self.kl(mu_f, logvar_f, target)
-        mu_r, logvar_r = self.encoder(x_hat.detach())
-        rec_r = reconstruction_error(x_hat.detach(), self.decoder(reparameterize(mu_r, logvar_r)))
-        kl_r, _ = self.kl(mu_r, logvar_r, target)
+            x_fake = self.decoder(target.draw(*noise.prior))
+        x_fr = torch.cat([x_fake, x_hat.detach()])
+        mu_fr, logvar_fr = self._encode(x_fr, parts=2)
+        z_fr = reparameterize(mu_fr, logvar_fr, noise.z_fake_rec)
+        rec_f, rec_r = reconstruction_error(x_fr, self._decode(z_fr, parts=2)).chunk(2)
+        kl_f, kl_r = self.kl(mu_fr, logvar_fr, target, noise.kl_fake_rec)[0].chunk(2)
         exp_elbo_f = exp_elbo(rec_f, kl_f, c.alpha, scale, c.beta_rec, c.beta_neg)
         exp_elbo_r = exp_elbo(rec_r, kl_r, c.alpha, scale, c.beta_rec, c.beta_neg)
         loss_fake = (1 / c.alpha) * (exp_elbo_f + exp_elbo_r) / 2
 
         loss = loss_real + loss_fake
-        if c.responsibility_weight > 0 and self.prior.num_components > 1:
-            loss = loss + scale * c.responsibility_weight * self.regularizer(mu, logvar, prior, responsibilities)
-        self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"])
+        if self.regularizer_on:
+            if noise.regularizer is not None:
+                r_bar = self.kl(mu, logvar, prior, noise.regularizer)[1]
+            loss = loss + scale * c.responsibility_weight * aggregate_negative_entropy(r_bar)
+        self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"], retain_graph=True)
+        z = z.detach()
+        self._reconstruction = (z, x_hat, self._decoder_versions())
         logs = {"loss_encoder": loss.detach(), "rec": rec.mean().detach(), "kl_real": kl_real.mean().detach(),
                 "kl_fake": kl_f.mean().detach()}
-        return logs, (z.detach(), mu.detach(), logvar.detach())
+        return logs, (z, mu.detach(), logvar.detach())
 
     def decoder_step(self, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
         """Decoder (+ prior): maximise the ELBO of real data and of its own samples; the prior learns from KL_real
         and, through its samples z_p → x_f → E, from the fakes' ELBO. `mu, logvar, z` come from the encoder step."""
         c, scale = self.config, self.task.scale
+        noise = self.draw_decoder_noise(x)
         prior_steps_here = self.prior_learns_in_game and not c.prior_with_encoder
-        z_p = self.prior.sample(x.shape[0], with_grad=prior_steps_here)
-        x_fake = self.decoder(z_p)
-        x_hat = self.decoder(z)
+        prior = self.prior.mixture(with_grad=prior_steps_here)
+        target = prior.detach()
+
+        x_fake = self.decoder(prior.draw(*noise.prior))
+        x_hat = self._reconstruct_for_decoder(z)
         rec = reconstruction_error(x, x_hat).mean()
 
-        mu_r, logvar_r = self.encoder(x_hat)
-        mu_f, logvar_f = self.encoder(x_fake)
-        z_r, z_f = reparameterize(mu_r, logvar_r), reparameterize(mu_f, logvar_f)
-        rec_r = reconstruction_error(x_hat.detach(), self.decoder(z_r.detach())).mean()
-        rec_f = reconstruction_error(x_fake.detach(), self.decoder(z_f.detach())).mean()
-        target = self.prior.mixture(with_grad=False)
-        kl_r = self.kl(mu_r, logvar_r, target)[0].mean()
-        kl_f = self.kl(mu_f, logvar_f, target)[0].mean()
-        kl_real = self.kl(mu, logvar, self.prior.mixture(with_grad=prior_steps_here))[0].mean()
+        x_rf = torch.cat([x_hat, x_fake])
+        mu_rf, logvar_rf = self._encode(x_rf, parts=2)
+        z_rf = reparameterize(mu_rf, logvar_rf, noise.z_rec_fake)
+        if c.gamma_r > 0:
+            rec_r, rec_f = reconstruction_error(x_rf.detach(), self._decode(z_rf.detach(), parts=2)).chunk(2)
+        else:
+            rec_r = rec_f = torch.zeros((), dtype=x.dtype, device=x.device)
+        kl_r, kl_f = self.kl(mu_rf, logvar_rf, target, noise.kl_rec_fake)[0].chunk(2)
+        kl_real = self.kl(mu, logvar, prior, noise.kl_real)[0].mean()
 
         loss = scale * (
             c.beta_rec * rec
             + c.beta_kl * kl_real
-            + c.beta_kl * (kl_r + kl_f) / 2
-            + c.gamma_r * c.beta_rec * (rec_r + rec_f) / 2
+            + c.beta_kl * (kl_r.mean() + kl_f.mean()) / 2
+            + c.gamma_r * c.beta_rec * (rec_r.mean() + rec_f.mean()) / 2
         )
         self._step(loss, ["decoder", "prior"] if prior_steps_here else ["decoder"])
         return {"loss_decoder": loss.detach()}

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from core.mixture import LOG_2PI, mixture_logits
+from core.mixture import LOG_2PI, mixture_log_prob, mixture_logits
 from core.priors import Mixture
 
 
@@ -13,18 +13,23 @@ def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).pow(2).flatten(1).sum(1)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + ε·exp(½·logvar), ε ~ N(0, I)."""
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + ε·exp(½·logvar), ε ~ N(0, I) (drawn here unless given)."""
+    if eps is None:
+        eps = torch.randn_like(mu)
+    return mu + eps * torch.exp(0.5 * logvar)
 
 
-def posterior_samples(mu: torch.Tensor, logvar: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_samples(
+    mu: torch.Tensor, logvar: torch.Tensor, num_samples: int, eps: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """M reparameterised samples per posterior and their log q(z|x): z (B, M, z), log q (B, M).
 
     log q(z|x) = −½·Σ_d (log 2π + logvar_d + ε_d²): the same value and gradient as evaluating the Gaussian at
-    z = mu + ε·σ, without recomputing (z − mu)/σ.
+    z = mu + ε·σ, without recomputing (z − mu)/σ. ε (B, M, z) is drawn here unless given.
     """
-    eps = torch.randn(mu.shape[0], num_samples, mu.shape[1], device=mu.device, dtype=mu.dtype)
+    if eps is None:
+        eps = torch.randn(mu.shape[0], num_samples, mu.shape[1], device=mu.device, dtype=mu.dtype)
     z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
     log_q = -0.5 * (LOG_2PI + logvar.unsqueeze(1) + eps * eps).sum(-1)
     return z, log_q
@@ -39,8 +44,18 @@ def mixture_terms(z: torch.Tensor, prior: Mixture) -> tuple[torch.Tensor, torch.
 
 def kl_monte_carlo(z: torch.Tensor, log_q: torch.Tensor, prior: Mixture) -> torch.Tensor:
     """Per-sample KL(q(z|x) ‖ p(z)) ≈ mean over M samples of [log q(z|x) − log p(z)], z (B, M, z) -> (B,)."""
-    log_p, _ = mixture_terms(z, prior)
-    return (log_q - log_p).mean(1)
+    log_p, _ = mixture_log_prob(z.reshape(-1, z.shape[-1]), *prior)
+    return (log_q - log_p.reshape(log_q.shape)).mean(1)
+
+
+def kl_and_mean_responsibility(
+    mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monte-Carlo KL(q(z|x) ‖ p) per sample (B,) on z = mu + ε·σ (ε (B, M, z)), and the mean responsibility
+    r̄_k = mean over the B·M samples of r_k(z) (K,), both from one pass over the (B·M, K) log-densities."""
+    z, log_q = posterior_samples(mu, logvar, eps.shape[1], eps)
+    log_p, r_bar = mixture_log_prob(z.reshape(-1, z.shape[-1]), *prior)
+    return (log_q - log_p.reshape(log_q.shape)).mean(1), r_bar
 
 
 def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -54,9 +69,13 @@ def responsibility_regularizer(responsibilities: torch.Tensor) -> torch.Tensor:
     The negative entropy of the aggregate responsibility: −1 (normalised) when every mode is used equally, 0 when
     one mode takes everything; minimising it keeps every mode in use (M4).
     """
-    r_bar = responsibilities.mean(0)
+    return aggregate_negative_entropy(responsibilities.mean(0))
+
+
+def aggregate_negative_entropy(r_bar: torch.Tensor) -> torch.Tensor:
+    """R from the mean responsibility r̄ (K,): Σ_k r̄_k·log(r̄_k + 1e-8), divided by log K when log K > 1."""
     negative_entropy = (r_bar * torch.log(r_bar + 1e-8)).sum()
-    log_k = math.log(responsibilities.shape[1])
+    log_k = math.log(r_bar.shape[0])
     return negative_entropy / log_k if log_k > 1 else negative_entropy
 
 

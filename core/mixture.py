@@ -44,30 +44,42 @@ def mixture_log_prob(
 
 
 class _MixtureLogProb(torch.autograd.Function):
-    """Forward: ℓ = [z², z]·[−½σ⁻², μσ⁻²]ᵀ + c (one addmm), r = softmax ℓ (one fused pass), log p = max ℓ − log max r
-    (exact: the largest responsibility is 1/Σ_k exp(ℓ_k − max ℓ)), r̄ = mean r.
+    """Forward: ℓ = [z², z]·[−½σ⁻², μσ⁻²]ᵀ + c (one addmm), r = softmax ℓ, log p = max ℓ − log max r (exact: the
+    largest responsibility is 1/Σ_k exp(ℓ_k − max ℓ)), r̄ = mean r. Only r (N, K) is kept for the backward.
 
-    Backward with upstream a_n = ∂/∂log p_n and b_k = ∂/∂r̄_k: ∂/∂ℓ_nk = G_nk = r_nk·(a_n − (r·b)_n/N + b_k/N).
+    Backward with upstream a_n = ∂/∂log p_n and b_k = ∂/∂r̄_k / N: ∂/∂ℓ_nk = G_nk = r_nk·(a'_n + b_k), a' = a − r·b.
     With Y = [μσ⁻², σ⁻²] and X = [z, z², 1], everything needed is G·Y (for z) and Gᵀ·X (for μ, log σ², log w):
       ∂z = (G·Y)[:, :z] − z ⊙ (G·Y)[:, z:],   ∂log w = s,   ∂μ = σ⁻² ⊙ (Gᵀz − μ·s),
       ∂log σ² = ½·σ⁻² ⊙ (Gᵀz² − 2μ ⊙ Gᵀz + μ²·s) − ½·s,   s = Gᵀ1,
-    and since G is r scaled by a row vector plus a column vector, both are matmuls of r itself with skinny
-    matrices: G is never formed.
+    and as G·Y = a' ⊙ (r·Y) + r·(b ⊙ Y) and Gᵀ·X = rᵀ·(a' ⊙ X) + b ⊙ (rᵀ·X), both are matmuls of r itself with
+    skinny matrices: G is never formed.
+
+    On CPU the rows go in blocks of `CPU_BLOCK_ROWS`, so that each block's logits and responsibilities are still in
+    cache for the next operation: the (N, K) matrix is written once and read once more by the backward.
     """
 
     @staticmethod
     def forward(ctx, z, mu, logvar, log_w):
         n, d = z.shape
         precision = torch.exp(-logvar)
-        weights = torch.cat([-0.5 * precision, mu * precision], dim=1)  # (K, 2d)
+        weights = torch.cat([-0.5 * precision, mu * precision], dim=1).T  # (2d, K)
         bias = log_w - 0.5 * ((mu * mu * precision).sum(1) + logvar.sum(1) + d * LOG_2PI)
-        logits = torch.addmm(bias, torch.cat([z * z, z], dim=1), weights.T)  # (N, K)
-        responsibilities = torch.softmax(logits, dim=1)
-        log_p = logits.amax(1) - torch.log(responsibilities.amax(1))
-        del logits
+        features = torch.cat([z * z, z], dim=1)  # (N, 2d)
+        responsibilities = z.new_empty(n, mu.shape[0])
+        log_p = z.new_empty(n)
+        r_sum = torch.zeros_like(bias)
+        block = _block_rows(z)
+        logits = z.new_empty(min(block, n), mu.shape[0])
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            logits_block, r_block = logits[: stop - start], responsibilities[start:stop]
+            torch.addmm(bias, features[start:stop], weights, out=logits_block)
+            torch.ops.aten._softmax.out(logits_block, 1, False, out=r_block)
+            torch.sub(logits_block.amax(1), torch.log(r_block.amax(1)), out=log_p[start:stop])
+            r_sum += r_block.sum(0)
         ctx.save_for_backward(z, mu, precision, responsibilities)
         ctx.set_materialize_grads(False)
-        return log_p, responsibilities.mean(0)
+        return log_p, r_sum / n
 
     @staticmethod
     def backward(ctx, grad_log_p, grad_r_bar):
@@ -79,25 +91,51 @@ class _MixtureLogProb(torch.autograd.Function):
         y = torch.cat([mu * precision, precision], dim=1)  # (K, 2d)
         if grad_r_bar is not None:
             b = grad_r_bar / n
-            ry = r @ torch.cat([y, b.unsqueeze(1) * y, b.unsqueeze(1)], dim=1)  # (N, 4d + 1)
-            a = a - ry[:, -1]
-            gy = a.unsqueeze(1) * ry[:, : 2 * d] + ry[:, 2 * d : 4 * d] if need_z else None
-        else:
-            b = None
-            gy = a.unsqueeze(1) * (r @ y) if need_z else None
-        grad_z = gy[:, :d] - z * gy[:, d:] if need_z else None
+            y = torch.cat([y, b.unsqueeze(1) * y, b.unsqueeze(1)], dim=1)  # (K, 4d + 1); its last column gives r·b
+        elif not need_z:
+            y = None
+        x = torch.cat([z, z * z, z.new_ones(n, 1)], dim=1) if need_params else None  # (N, 2d + 1)
+        ry = z.new_empty(y.shape[1], n) if y is not None else None  # (r·y)ᵀ
+        gx = z.new_zeros((2 if grad_r_bar is not None else 1) * (2 * d + 1), r.shape[1]) if need_params else None
+        y_t = y.T.contiguous() if y is not None else None
+        block = _block_rows(z)
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            r_block = r[start:stop]
+            a_block = a[start:stop]
+            if y_t is not None:
+                torch.mm(y_t, r_block.T, out=ry[:, start:stop])
+                if grad_r_bar is not None:
+                    a_block = a_block - ry[-1, start:stop]
+            if need_params:
+                x_block = x[start:stop]
+                lhs = a_block.unsqueeze(1) * x_block
+                if grad_r_bar is not None:
+                    lhs = torch.cat([lhs, x_block], dim=1)
+                gx.addmm_(lhs.T, r_block)
 
+        grad_z = None
+        if need_z:
+            if grad_r_bar is not None:
+                gy = (a - ry[-1]) * ry[: 2 * d] + ry[2 * d : 4 * d]  # (2d, N)
+            else:
+                gy = a * ry
+            grad_z = (gy[:d] - z.T * gy[d:]).T
         grad_mu = grad_logvar = grad_log_w = None
         if need_params:
-            x = torch.cat([z, z * z, z.new_ones(n, 1)], dim=1)  # (N, 2d + 1)
-            if b is None:
-                gx = (a.unsqueeze(1) * x).T @ r  # (2d + 1, K)
-            else:
-                both = torch.cat([a.unsqueeze(1) * x, x], dim=1).T @ r  # (2(2d + 1), K)
-                gx = both[: 2 * d + 1] + b * both[2 * d + 1 :]
+            if grad_r_bar is not None:
+                gx = gx[: 2 * d + 1] + b * gx[2 * d + 1 :]
             gz, gz2, s = gx[:d].T, gx[d : 2 * d].T, gx[2 * d]
             s_col = s.unsqueeze(1)
             grad_log_w = s
             grad_mu = precision * (gz - mu * s_col)
             grad_logvar = 0.5 * precision * (gz2 - 2 * mu * gz + mu * mu * s_col) - 0.5 * s_col
         return grad_z, grad_mu, grad_logvar, grad_log_w
+
+
+CPU_BLOCK_ROWS = 4096
+
+
+def _block_rows(z: torch.Tensor) -> int:
+    """Rows a block: cache-sized on CPU; on an accelerator one block (kernel launches cost more than traffic)."""
+    return CPU_BLOCK_ROWS if z.device.type == "cpu" else max(z.shape[0], 1)

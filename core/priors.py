@@ -28,6 +28,10 @@ class Mixture(NamedTuple):
     def detach(self) -> Mixture:
         return Mixture(self.mu.detach(), self.logvar.detach(), self.log_w.detach())
 
+    def draw(self, index: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """z = mu[k] + ε·exp(½·logvar[k]) for given component indices k (n,) and noise ε (n, z)."""
+        return self.mu[index] + eps * torch.exp(0.5 * self.logvar[index])
+
 
 class LogvarClip(nn.Module):
     """Soft clip of the prior's log-variances into [lo_d, hi_d] per latent dimension (DESIGN.md §1, M3).
@@ -43,18 +47,25 @@ class LogvarClip(nn.Module):
         self.register_buffer("lo", torch.zeros(z_dim))
         self.register_buffer("hi", torch.zeros(z_dim))
         self.register_buffer("active", torch.tensor(False))
+        self.is_active = False  # host copy of `active`: the forward never reads a device tensor (no sync)
+        self.register_load_state_dict_post_hook(_read_active)
 
     def set_bounds(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
         self.lo.copy_(lo.detach())
         self.hi.copy_(hi.detach())
         self.active.fill_(True)
+        self.is_active = True
 
     def forward(self, logvar: torch.Tensor) -> torch.Tensor:
-        if not self.active:
+        if not self.is_active:
             return logvar
         s = self.sharpness / ((self.hi - self.lo).abs() + 1e-8)
         clipped = logvar - F.softplus(s * (logvar - self.hi)) / s + F.softplus(s * (self.lo - logvar)) / s
         return torch.where(self.hi == self.lo, self.hi, clipped)
+
+
+def _read_active(clip: LogvarClip, incompatible_keys) -> None:
+    clip.is_active = bool(clip.active)
 
 
 class Prior(nn.Module):
@@ -76,24 +87,42 @@ class Prior(nn.Module):
         raise NotImplementedError
 
     def mixture(self, with_grad: bool = True) -> Mixture:
-        """The prior as (mu, clipped logvar, log_w); built without autograd when `with_grad` is False."""
+        """The prior as (mu, clipped logvar, log_w); built without autograd and detached when `with_grad` is False
+        (a free MoG's mu is the parameter itself, which no-grad mode alone would hand out still attached)."""
         with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
             mu, logvar = self.raw_components()
-            return Mixture(mu, self.clip(logvar), F.log_softmax(self.weight_logits, dim=0))
+            mixture = Mixture(mu, self.clip(logvar), F.log_softmax(self.weight_logits, dim=0))
+        return mixture if with_grad else mixture.detach()
 
     def weights(self) -> torch.Tensor:
         return F.softmax(self.weight_logits.detach(), dim=0)
 
-    def sample(self, n: int, with_grad: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z = mu[k] + ε·exp(½·logvar[k]), k ~ Categorical(w): gradients reach mu and logvar, never the weights."""
+    def sample_noise(
+        self, n: int, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The randomness of `sample`: indices k ~ Categorical(w) (all 0 when K = 1), then ε ~ N(0, I) (n, z)."""
+        weights = self.weights()
+        if self.num_components == 1:
+            index = torch.zeros(n, dtype=torch.long, device=weights.device)
+        else:
+            index = torch.multinomial(weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.z_dim, device=weights.device, dtype=dtype or weights.dtype, generator=generator)
+        return index, eps
+
+    def sample(
+        self,
+        n: int,
+        with_grad: bool = False,
+        generator: torch.Generator | None = None,
+        noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """z = mu[k] + ε·exp(½·logvar[k]), k ~ Categorical(w): gradients reach mu and logvar, never the weights.
+
+        `noise` = (k, ε) as drawn by `sample_noise` replaces the draw (the game draws its randomness up front).
+        """
         with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
-            mu, logvar, log_w = self.mixture(with_grad)
-            if self.num_components == 1:
-                index = torch.zeros(n, dtype=torch.long, device=mu.device)
-            else:
-                index = torch.multinomial(log_w.detach().exp(), n, replacement=True, generator=generator)
-            eps = torch.randn(n, self.z_dim, device=mu.device, dtype=mu.dtype, generator=generator)
-            return mu[index] + eps * torch.exp(0.5 * logvar[index])
+            mixture = self.mixture(with_grad)
+            return mixture.draw(*(noise if noise is not None else self.sample_noise(n, generator)))
 
     def active_modes(self) -> int:
         """Components with weight w_k >= 1/K² (the paper's threshold for a mode in use)."""
@@ -175,7 +204,7 @@ def vamp_to_mog(vamp: VampPrior, quirk_weights: bool = False) -> MixtureOfGaussi
         weights = F.softmax(vamp.weight_logits, dim=0)
         mog.weight_logits.copy_(weights if quirk_weights else torch.log(weights))
     mog.clip.load_state_dict(vamp.clip.state_dict())
-    return mog.to(vamp.identity.device)
+    return mog.to(device=vamp.identity.device, dtype=vamp.identity.dtype)
 
 
 def build_prior(

@@ -6,7 +6,7 @@ from search_spaces.space import SearchSpace
 
 SPACE = SearchSpace(
     name="betas_grid",
-    description="the paper's S-IntroVAE grid: beta_rec (6) x beta_kl (7) x beta_neg = m * beta_kl, m in 1..5 (210 trials)",
+    description="the paper's S-IntroVAE grid: beta_rec (6) x beta_kl (7) x beta_neg = m * beta_kl, m in 1..5",
     metric="kl",
     mode="min",
     base={"model": "sintro"},

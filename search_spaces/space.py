@@ -4,7 +4,8 @@ A space is plain data. Ablations are factorial grids (Tune's grid search) with s
 spaces are Tune domains or an Optuna define-by-run function, searched by OptunaSearch (TPE) with ASHA early
 stopping. Every trial's configuration is `resolve_trial(trial_config)`: the dataset's budget defaults, then the
 space's fixed keys and the user's `--set`, then the trial's variant and axes, then derived keys (β_neg = m·β_kl).
-The trial config that crosses the Ray boundary carries all of this as plain data, so a worker needs no registry.
+The study constants (`StudyDesign.study_config`) and the trial config (its variant, axes, seed) are plain data,
+so a Ray worker needs no registry to rebuild the TrainConfig.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
@@ -26,7 +28,6 @@ MODES = ("min", "max")
 # Searched parameters that are not config keys: each becomes config keys in `derived_overrides`.
 DERIVED = ("beta_neg_multiple",)
 VARIANT = "variant"
-STUDY = "study"
 
 DefineByRun = Callable[[Any], "dict[str, Any] | None"]
 
@@ -106,14 +107,14 @@ class StudyDesign:
             points *= len(values)
         return points
 
-    def study_config(self, **extra: Any) -> dict[str, Any]:
+    def study_config(self) -> dict[str, Any]:
         """The constant part of every trial config: how to build the TrainConfig, as plain data."""
         return {"space": self.space.name, "dataset": self.dataset, "budget": self.budget, "fixed": dict(self.fixed),
-                "variants": {k: dict(v) for k, v in self.space.variants.items()}, **extra}
+                "variants": {k: dict(v) for k, v in self.space.variants.items()}}
 
-    def param_space(self, **extra: Any) -> dict[str, Any]:
-        """Tune's param_space: the study constants plus grid axes (with seeds) or Tune domains."""
-        space: dict[str, Any] = {STUDY: self.study_config(**extra)}
+    def param_space(self) -> dict[str, Any]:
+        """Tune's param_space: grid axes (with seeds) or Tune domains; the constants travel in study_config."""
+        space: dict[str, Any] = {}
         if not self.searched:
             if self.space.variants:
                 space[VARIANT] = tune.grid_search(list(self.space.variants))
@@ -150,7 +151,7 @@ class StudyDesign:
         configs = []
         for point in points:
             try:
-                configs.append(resolve_trial({STUDY: study, **point}))
+                configs.append(resolve_trial(study, point))
             except ConfigError as err:
                 shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
                 raise SpaceError(f"space {self.space.name!r} on {self.dataset}/{self.budget}: trial ({shown}): "
@@ -224,20 +225,19 @@ def derived_overrides(params: Mapping[str, Any], beta_kl: float) -> dict[str, An
     return out
 
 
-def trial_overrides(trial: Mapping[str, Any]) -> dict[str, Any]:
+def trial_overrides(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, Any]:
     """The overrides of one trial (without the derived keys): fixed keys, then its variant, then its axes."""
-    study = trial[STUDY]
     overrides = dict(study["fixed"])
     if VARIANT in trial:
         overrides.update(study["variants"][trial[VARIANT]])
-    overrides.update({k: v for k, v in trial.items() if k not in (STUDY, VARIANT, *DERIVED)})
+    overrides.update({k: v for k, v in trial.items() if k not in (VARIANT, *DERIVED)})
     return overrides
 
 
-def resolve_trial(trial: Mapping[str, Any]) -> TrainConfig:
-    """The full TrainConfig of a trial config (what Tune passes to the trainable); raises ConfigError."""
-    study = trial[STUDY]
-    overrides = trial_overrides(trial)
+def resolve_trial(study: Mapping[str, Any], trial: Mapping[str, Any]) -> TrainConfig:
+    """The full TrainConfig of a trial: `study` = StudyDesign.study_config(), `trial` = what Tune passes to the
+    trainable (variant, axes, seed); raises ConfigError."""
+    overrides = trial_overrides(study, trial)
     config = resolve_config(study["dataset"], study["budget"], **overrides)
     derived = derived_overrides(trial, config.beta_kl)
     if derived:

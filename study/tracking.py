@@ -14,8 +14,9 @@ import subprocess
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from ray import tune
@@ -182,6 +183,9 @@ class TrialRun:
             self.mlflow.log_metrics(metrics_of(report), step=step)
             self.logged_until = step
 
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.mlflow.log_metrics(dict(metrics), step=step)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.mlflow.set_tags({k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()})
 
@@ -232,7 +236,7 @@ class TrialRunStatus(tune.Callback):
             tags = {**self.study["tags"], "study_id": self.study["study_id"], "trial_id": trial.trial_id,
                     "trial_name": str(trial)}
             run = client.create_run(self.study["experiment_id"], run_name=str(trial), tags=tags)
-            params = {**resolve_trial(trial.config).to_dict(), **searched_params(trial.config)}
+            params = {**resolve_trial(self.study, trial.config).to_dict(), **searched_params(trial.config)}
             from mlflow.entities import Param
 
             client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params_of(params).items()])

@@ -13,13 +13,15 @@ import math
 import shutil
 import socket
 import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from ray import tune
 
-from search_spaces.space import STUDY, resolve_trial, searched_params
+from search_spaces.space import resolve_trial, searched_params
 from study.tracking import TrialRun
 
 STATE_FILE = "state.pt"
@@ -30,9 +32,12 @@ class TrialDiverged(RuntimeError):
     """A trial's training diverged (NaN or infinite loss); the message says where. Plain, so it pickles."""
 
 
-def tune_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
-    """What Tune gets from a core report: the numbers, without core's `done` (a reserved key in Tune)."""
-    return {k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "done"}
+def tune_metrics(report: Mapping[str, Any], first: str) -> dict[str, Any]:
+    """What Tune gets from a core report: the numbers, without core's `done` (a reserved key in Tune); `first`
+    (the study's metric) leads, as Tune's table shows the first four metrics of a result."""
+    numbers = {k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "done"}
+    lead = [k for k in (first, "iteration", "active_modes") if k in numbers]
+    return {**{k: numbers[k] for k in lead}, **numbers}
 
 
 def torch_threads(context) -> int:
@@ -44,18 +49,18 @@ def torch_threads(context) -> int:
 def describe_device(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({threads} threads)"
+    return f"cpu, {threads} thread" + ("s" if threads != 1 else "")
 
 
-def _save(report: Mapping[str, Any], state: Mapping[str, Any] | None, final: bool) -> None:
+def _save(metrics: Mapping[str, Any], state: Mapping[str, Any] | None, final: bool) -> None:
     """tune.report with a checkpoint of `state`; Tune copies it to storage before `report` returns."""
     folder = Path(tempfile.mkdtemp(prefix="priorstudy-ckpt-"))
     try:
         if state is not None:
             torch.save(dict(state), folder / STATE_FILE)
         if final:
-            (folder / FINAL_FILE).write_text(json.dumps(tune_metrics(report)))
-        tune.report(tune_metrics(report), checkpoint=tune.Checkpoint.from_directory(str(folder)))
+            (folder / FINAL_FILE).write_text(json.dumps(metrics))
+        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(folder)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -72,12 +77,13 @@ def _restore() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     return state, final
 
 
-def train_trial(trial: dict[str, Any]) -> None:
-    """Ray Tune function trainable for one trial config (see search_spaces.space.resolve_trial)."""
+def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
+    """Ray Tune function trainable: `trial` is Tune's config (variant, axes, seed), `study` the study's constants
+    (bound with tune.with_parameters); see search_spaces.space.resolve_trial."""
     from core.errors import TrainingDiverged
     from core.train import resolve_device, train
 
-    config = resolve_trial(trial)
+    config = resolve_trial(study, trial)
     context = tune.get_context()
     threads = torch_threads(context)
     torch.set_num_threads(threads)
@@ -88,7 +94,7 @@ def train_trial(trial: dict[str, Any]) -> None:
 
     device = resolve_device(config.device)
     run = TrialRun.open(
-        trial[STUDY], context.get_trial_id(), context.get_trial_name(),
+        study, context.get_trial_id(), context.get_trial_name(),
         params={**config.to_dict(), **searched_params(trial)},
         tags={"device": describe_device(device, threads), "hostname": socket.gethostname()},
     )
@@ -104,20 +110,24 @@ def train_trial(trial: dict[str, Any]) -> None:
     def on_checkpoint(checkpoint_state: dict[str, Any]) -> None:
         # checkpoint_every = eval_every, so core checkpoints right after each report, at the same unit.
         if checkpoint_state["unit"] < config.total_units:
-            _save(pending.pop("report"), checkpoint_state, final=False)
+            _save(tune_metrics(pending.pop("report"), study["metric"]), checkpoint_state, final=False)
         else:
             pending["final_state"] = checkpoint_state
 
     out_dir = Path(context.get_trial_dir()) / "artifacts"
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
         final = train(config, on_report=on_report, on_checkpoint=on_checkpoint,
                       checkpoint_every=config.eval_every, resume=state, out_dir=out_dir)
     except TrainingDiverged as err:
         run.fail(f"diverged: {err}")
-        raise TrialDiverged(f"{err} ({err.loss_name} = {err.value})") from None
+        raise TrialDiverged(str(err)) from None
     except Exception as err:
         run.fail(f"{type(err).__name__}: {err}")
         raise
+    # Time inside core.train in this process (wall, and CPU of all its threads): the study-overhead benchmark's data.
+    final = {**final, "train_time_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
+    run.log_metrics({k: final[k] for k in ("train_time_s", "train_cpu_s")}, step=final["iteration"])
     run.log_artifacts(out_dir)
     run.finish()
-    _save(final, pending.get("final_state"), final=True)
+    _save(tune_metrics(final, study["metric"]), pending.get("final_state"), final=True)

@@ -58,3 +58,22 @@ def test_channels_last_gives_the_same_output(image_shape):
     mu, _ = encoder(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(mu, expected_mu, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(decoder(mu), expected_x, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("image_shape", [(3, 32, 32), (1, 8, 8)])
+def test_bf16_autocast_inside_the_nets_returns_float32_close_to_fp32(image_shape):
+    torch.manual_seed(0)
+    encoder, decoder = ConvEncoder(image_shape, 8), ConvDecoder(image_shape, 8)
+    x = torch.rand(4, *image_shape)
+    mu32, _ = encoder(x)
+    x32 = decoder(mu32)
+    encoder.precision = decoder.precision = "bf16"
+    mu, logvar = encoder(x)
+    x_hat = decoder(mu32)
+    assert mu.dtype == logvar.dtype == x_hat.dtype == torch.float32
+    torch.testing.assert_close(mu, mu32, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(x_hat, x32, rtol=0.05, atol=0.05)
+    ((x_hat - x) ** 2).sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in decoder.parameters())
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        ConvEncoder(image_shape, 8, precision="fp16")

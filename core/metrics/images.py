@@ -189,14 +189,19 @@ class InceptionPool3(nn.Module):
         return self.net(x)
 
 
-def load_inception(weights_path: str | os.PathLike) -> InceptionPool3:
-    """The FID Inception pool3 network with pytorch-fid's weights, read from a local file only (eval mode, frozen)."""
+def check_inception_weights(weights_path: str | os.PathLike) -> None:
+    """Raise FileNotFoundError, saying where to get the file, unless `weights_path` is a file."""
     if not os.path.isfile(weights_path):
         raise FileNotFoundError(
             f"FID Inception weights not found at {os.fspath(weights_path)!r}: download {INCEPTION_WEIGHTS_FILE} "
             f"from {INCEPTION_WEIGHTS_URL} and put it there (or pass its path); without it, the Fréchet distance "
             f"is computed on a trained classifier's features and reported as fd_classifier"
         )
+
+
+def load_inception(weights_path: str | os.PathLike) -> InceptionPool3:
+    """The FID Inception pool3 network with pytorch-fid's weights, read from a local file only (eval mode, frozen)."""
+    check_inception_weights(weights_path)
     inception = fid_inception_v3()
     inception.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model = InceptionPool3(inception).eval()

@@ -1,0 +1,350 @@
+"""Ablation tables: rows = configurations (the study's factors, seeds aggregated), columns = metrics.
+
+Each cell is the mean over the configuration's finished seeds with either the standard deviation or the paper's
+spread, std/√n, where std is np.std with ddof = 0 (population std, as the paper's code). The best mean of each
+column is marked (lower or higher is better by metric; none is marked where neither is), and every row is
+compared with a baseline row by Welch's two-sided t-test (unequal variances, scipy.stats.ttest_ind with
+equal_var=False) on its seeds' values. Failed, unfinished and early-stopped trials are counted per row, never
+averaged in. Selection rules (the paper's): per configuration keep the β with the lowest kl (2D) or the λ with
+the lowest seed-mean FID (images). Output: Markdown, LaTeX (booktabs) and CSV (the raw numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.loading import IMAGE_DATASETS, add_config_labels, level_label, parse_param
+
+TABLE_METRICS_2D = ("gnelbo", "kl", "jsd", "sample_entropy_kl")
+TABLE_METRICS_IMAGES = ("assignment_entropy", "fid_gen", "fid_rec", "precision", "recall", "svm_few", "svm_many",
+                        "knn_few", "knn_many")
+# Lower (-1) or higher (+1) is better; metrics absent here (sample_entropy_kl, active_modes, losses) get no mark.
+DIRECTIONS = {"kl": -1, "jsd": -1, "gnelbo": -1, "fid_gen": -1, "fid_rec": -1, "fd_classifier_gen": -1,
+              "fd_classifier_rec": -1, "precision": 1, "recall": 1, "svm_few": 1, "svm_many": 1, "knn_few": 1,
+              "knn_many": 1, "assignment_entropy": 1}
+SCALES = {"gnelbo": 1e7}  # the paper prints gnELBO ×1e7
+DEFAULT_BASELINES = {
+    "ablation_regularizers": {"clip": "none", "responsibility_weight": 0.0},
+    "ablation_priors": {"variant": "sintro-standard"},
+}
+# name: (the factors chosen among, the metric, the mode)
+SELECTIONS = {
+    "beta": (("beta_rec", "beta_kl", "beta_neg", "beta_neg_multiple"), "kl", "min"),
+    "lambda": (("responsibility_weight",), "fid_gen", "min"),
+}
+SPREADS = {"sem": "std/√n", "std": "std"}
+TEST_NAME = "Welch's two-sided t-test (unequal variances; scipy.stats.ttest_ind, equal_var=False)"
+
+
+@dataclass
+class AblationTable:
+    """The numbers of an ablation table (`stats`, one row per configuration) and how to print them."""
+
+    stats: pd.DataFrame
+    factors: list[str]
+    metrics: list[str]
+    baseline: str | None
+    alpha: float = 0.05
+    decimals: int = 2
+    selection: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def best(self, metric: str) -> list[str]:
+        """Configurations with the best mean of `metric` (ties all), or none when the metric has no direction."""
+        direction = DIRECTIONS.get(metric)
+        means = self.stats[f"{metric}_mean"].dropna()
+        if direction is None or means.empty:
+            return []
+        target = means.min() if direction < 0 else means.max()
+        return list(means.index[np.isclose(means, target, rtol=1e-12, atol=0)])
+
+    def significant(self, metric: str) -> list[str]:
+        p = self.stats[f"{metric}_p_welch"]
+        return list(p.index[p < self.alpha])
+
+    def caption(self, spread: str = "sem") -> str:
+        n = self.stats["n"]
+        seeds = f"n = {int(n.min())}" if n.min() == n.max() else f"n = {int(n.min())}–{int(n.max())}"
+        text = (f"Mean ± {SPREADS[spread]} over finished seeds ({seeds}; std is np.std with ddof = 0). "
+                "Bold: best mean per column (↓ lower / ↑ higher is better; unmarked columns have no direction).")
+        if self.baseline is not None:
+            text += (f" * : differs from the baseline ({self.baseline}) at p < {self.alpha:g}, {TEST_NAME}; "
+                     "rows or metrics with fewer than 2 seeds or no variance get no test.")
+        if self.selection:
+            text += f" {self.selection}"
+        return text
+
+    def cells(self, spread: str = "sem", bold: tuple[str, str] = ("**", "**"), star: str = "*") -> pd.DataFrame:
+        """The printed table: factor columns, n (finished seeds), failed (and stopped early / unfinished where
+        there are any), then 'mean ± spread' per metric."""
+        out = pd.DataFrame(index=self.stats.index)
+        for f in self.factors:
+            out[f] = [level_label(v) for v in self.stats[f]]
+        if not self.factors:
+            out["configuration"] = list(self.stats.index)
+        out["n"] = self.stats["n"].astype(int).astype(str)
+        out["failed"] = self.stats["failed"].astype(int).astype(str)
+        for column, header in (("stopped_early", "stopped early"), ("running", "unfinished")):
+            if self.stats[column].any():
+                out[header] = self.stats[column].astype(int).astype(str)
+        for m in self.metrics:
+            best, significant = set(self.best(m)), set(self.significant(m))
+            scale = SCALES.get(m, 1.0)
+            column = []
+            for label, row in self.stats.iterrows():
+                mean, spread_value = row[f"{m}_mean"], row[f"{m}_{spread}"]
+                if pd.isna(mean):
+                    column.append("–")
+                    continue
+                text = f"{mean * scale:.{self.decimals}f} ± {spread_value * scale:.{self.decimals}f}"
+                if label in best:
+                    text = f"{bold[0]}{text}{bold[1]}"
+                if label in significant:
+                    text += star
+                column.append(text)
+            out[metric_header(m)] = column
+        return out
+
+    def to_markdown(self, spread: str = "sem") -> str:
+        cells = self.cells(spread)
+        if self.baseline is not None:
+            first = self.factors[0] if self.factors else "configuration"
+            cells.loc[self.baseline, first] = cells.loc[self.baseline, first] + " (baseline)"
+        return markdown_table(cells) + "\n\n" + self.caption(spread) + "\n"
+
+    def comparison_markdown(self) -> str:
+        """Each row against the baseline: difference of means and Welch's p-value per metric."""
+        if self.baseline is None:
+            return "No baseline row: no comparison.\n"
+        out = pd.DataFrame(index=self.stats.index)
+        out["configuration"] = list(self.stats.index)
+        for m in self.metrics:
+            scale = SCALES.get(m, 1.0)
+            out[metric_header(m)] = [
+                "baseline" if label == self.baseline else
+                f"Δ {row[f'{m}_diff'] * scale:+.{self.decimals}f}, p = {_p_text(row[f'{m}_p_welch'])}"
+                for label, row in self.stats.iterrows()]
+        return (markdown_table(out) + f"\n\nΔ = mean − baseline mean ({self.baseline}); p from {TEST_NAME}.\n")
+
+    def to_latex(self, spread: str = "sem") -> str:
+        cells = self.cells(spread, bold=(r"\textbf{", "}"), star="$^{*}$")
+        headers = [_latex_escape(c) for c in cells.columns]
+        lines = [f"% {self.caption(spread)}", r"\begin{tabular}{" + "l" * max(1, len(self.factors))
+                 + "r" * (len(cells.columns) - max(1, len(self.factors))) + "}", r"\toprule",
+                 " & ".join(headers) + r" \\", r"\midrule"]
+        for label, row in cells.iterrows():
+            values = [v if v.startswith(r"\textbf") else _latex_escape(v) for v in row]
+            values = [v.replace(" ± ", r" $\pm$ ") for v in values]
+            if label == self.baseline:
+                values[0] += r" (baseline)"
+            lines.append(" & ".join(values) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", ""]
+        return "\n".join(lines)
+
+    def to_csv(self) -> str:
+        """Raw numbers (unscaled): factors, trial counts, and mean/std/sem/n/diff/p_welch/best per metric."""
+        out = self.stats.copy()
+        out.insert(0, "configuration", list(out.index))
+        out["is_baseline"] = [label == self.baseline for label in out.index]
+        for m in self.metrics:
+            out[f"{m}_best"] = [label in self.best(m) for label in out.index]
+        return out.to_csv(index=False)
+
+
+def metric_header(metric: str) -> str:
+    arrow = {-1: " ↓", 1: " ↑"}.get(DIRECTIONS.get(metric), "")
+    scale = SCALES.get(metric)
+    return f"{metric} (×{scale:.0e})".replace("e+0", "e") + arrow if scale else metric + arrow
+
+
+def table_metrics(metrics: list[str], dataset: str | None) -> list[str]:
+    """The paper's columns for the dataset's kind that the study measured (FD on the classifier's features in place
+    of FID without Inception weights); any other measured metrics when none of them is there."""
+    wanted = TABLE_METRICS_IMAGES if dataset in IMAGE_DATASETS else TABLE_METRICS_2D
+    chosen = []
+    for m in wanted:
+        if m in metrics:
+            chosen.append(m)
+        elif m.startswith("fid_") and f"fd_classifier_{m[4:]}" in metrics:
+            chosen.append(f"fd_classifier_{m[4:]}")
+    return chosen or [m for m in metrics if not m.startswith("loss_")]
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value of Welch's t-test of mean(a) = mean(b); NaN with fewer than 2 values a side or when
+    neither sample varies (the test is undefined there)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) < 2 or len(b) < 2 or (np.var(a) == 0 and np.var(b) == 0):
+        return math.nan
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def ablation_table(
+    runs: pd.DataFrame,
+    factors: list[str],
+    metrics: list[str],
+    *,
+    levels: dict[str, list[Any]] | None = None,
+    baseline: dict[str, Any] | str | None = None,
+    alpha: float = 0.05,
+    decimals: int = 2,
+    selection: str | None = None,
+) -> AblationTable:
+    """One row per configuration of `factors` (every trial counted; metrics over the finished ones).
+
+    stats columns: the factors, runs, n (finished), failed, stopped_early, running, then per metric
+    {m}_mean, {m}_std (np.std, ddof 0), {m}_sem (= std/√n), {m}_n, {m}_diff and {m}_p_welch (against the baseline).
+    `baseline`: factor values ({'clip': 'none'}, or 'clip=none,responsibility_weight=0'), a row label (a variant
+    name), or None for no comparison.
+    """
+    labelled = add_config_labels(runs, factors, levels or {})
+    rows = []
+    for label, group in labelled.groupby("config", observed=True, sort=True):
+        done = group[group["state"] == "finished"]
+        row: dict[str, Any] = {"configuration": label}
+        row.update({f: group[f].iloc[0] for f in factors})
+        row.update(runs=len(group), n=len(done), failed=int((group["state"] == "failed").sum()),
+                   stopped_early=int((group["state"] == "stopped_early").sum()),
+                   running=int((group["state"] == "running").sum()))
+        for m in metrics:
+            values = done[m].dropna().to_numpy(float) if m in done else np.array([])
+            n = len(values)
+            std = float(np.std(values, ddof=0)) if n else math.nan
+            row.update({f"{m}_mean": float(np.mean(values)) if n else math.nan, f"{m}_std": std,
+                        f"{m}_sem": std / math.sqrt(n) if n else math.nan, f"{m}_n": n})
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("configuration")
+    table.index.name = None
+    base_label = find_row(table, factors, baseline) if baseline is not None else None
+    for m in metrics:
+        if base_label is None:
+            table[f"{m}_diff"] = math.nan
+            table[f"{m}_p_welch"] = math.nan
+            continue
+        base_values = _values(labelled, base_label, m)
+        table[f"{m}_diff"] = table[f"{m}_mean"] - table.loc[base_label, f"{m}_mean"]
+        table[f"{m}_p_welch"] = [math.nan if label == base_label else welch(_values(labelled, label, m), base_values)
+                                 for label in table.index]
+    return AblationTable(stats=table, factors=factors, metrics=metrics, baseline=base_label, alpha=alpha,
+                         decimals=decimals, selection=selection)
+
+
+def _values(labelled: pd.DataFrame, label: str, metric: str) -> np.ndarray:
+    done = labelled[(labelled["config"] == label) & (labelled["state"] == "finished")]
+    return done[metric].dropna().to_numpy(float) if metric in done else np.array([])
+
+
+def parse_baseline(text: str) -> dict[str, Any] | str:
+    """'clip=none,responsibility_weight=0' → {'clip': 'none', 'responsibility_weight': 0}; other text is a label."""
+    if "=" not in text:
+        return text
+    spec = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        spec[key.strip()] = parse_param(value.strip())
+    return spec
+
+
+def find_row(table: pd.DataFrame, factors: list[str], baseline: dict[str, Any] | str) -> str:
+    """The label of the row `baseline` names; keys that are not factors of the table are ignored."""
+    if isinstance(baseline, str):
+        if baseline in table.index:
+            return baseline
+        baseline = parse_baseline(baseline) if "=" in baseline else baseline
+    if isinstance(baseline, dict):
+        spec = {k: v for k, v in baseline.items() if k in factors}
+        if spec:
+            match = [label for label, row in table.iterrows()
+                     if all(level_label(row[k]) == level_label(parse_param(str(v))) for k, v in spec.items())]
+            if len(match) == 1:
+                return match[0]
+            if len(match) > 1:
+                raise ValueError(f"baseline {baseline} matches {len(match)} rows; name every factor "
+                                 f"({', '.join(factors)})")
+    raise ValueError(f"baseline {baseline!r} is none of the table's rows (rows: {', '.join(table.index)})")
+
+
+def default_baseline(space: str | None, factors: list[str], runs: pd.DataFrame) -> dict[str, Any] | None:
+    """The paper's reference configuration for a known space (S-IntroVAE with N(0,I); no regulariser), when the
+    study has it; otherwise None (the caller may name one)."""
+    spec = DEFAULT_BASELINES.get(space or "")
+    if not spec:
+        return None
+    spec = {k: v for k, v in spec.items() if k in factors}
+    if not spec:
+        return None
+    present = runs
+    for k, v in spec.items():
+        present = present[present[k].map(level_label) == level_label(v)]
+    return spec if len(present) else None
+
+
+def select_best(
+    runs: pd.DataFrame, factors: list[str], rule: str, *, levels: dict[str, list[Any]] | None = None
+) -> tuple[pd.DataFrame, list[str], str]:
+    """The paper's selection: per configuration of the other factors, keep only the runs (every state) of the
+    level combination of the rule's factors whose finished seeds have the best mean metric.
+
+    rule 'beta': β_rec, β_kl, β_neg (or its multiple) by lowest kl (2D); 'lambda': responsibility_weight by
+    lowest seed-mean FID (fid_gen, else fd_classifier_gen). Returns the kept runs, the table's factors (the
+    configuration first, then the chosen keys) and a sentence for the caption.
+    """
+    if rule not in SELECTIONS:
+        raise ValueError(f"unknown selection {rule!r} (expected: {', '.join(SELECTIONS)})")
+    keys, metric, mode = SELECTIONS[rule]
+    over = [k for k in keys if k in factors]
+    if not over:
+        raise ValueError(f"selection {rule!r} chooses among {', '.join(keys)}, none of which this study varies "
+                         f"(factors: {', '.join(factors) or 'none'})")
+    if metric not in runs and rule == "lambda" and "fd_classifier_gen" in runs:
+        metric = "fd_classifier_gen"
+    if metric not in runs:
+        raise ValueError(f"selection {rule!r} needs metric {metric!r}, which the study did not record")
+    config = [f for f in factors if f not in over]
+    labelled = add_config_labels(runs, config, levels or {})
+    labelled["_choice"] = [config_key(row, over) for _, row in labelled.iterrows()]
+    keep = []
+    for _, group in labelled.groupby("config", observed=True, sort=False):
+        means = group[group["state"] == "finished"].groupby("_choice")[metric].mean().dropna()
+        if means.empty:
+            keep.append(group)  # nothing finished: keep the failures visible
+            continue
+        chosen = means.idxmin() if mode == "min" else means.idxmax()
+        keep.append(group[group["_choice"] == chosen])
+    kept = pd.concat(keep).drop(columns=["config", "_choice"])
+    note = (f"Selection: per configuration, {', '.join(over)} chosen by the "
+            f"{'lowest' if mode == 'min' else 'highest'} seed-mean {metric}.")
+    return kept, config + over, note
+
+
+def config_key(row: pd.Series, keys: list[str]) -> str:
+    return ", ".join(f"{k}={level_label(row[k])}" for k in keys)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table (no extra dependency: pandas' to_markdown needs tabulate)."""
+    header = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _p_text(p: float) -> str:
+    if pd.isna(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                          ("×", r"$\times$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("–", "--")):
+        text = text.replace(char, escaped)
+    return text

@@ -1,0 +1,266 @@
+"""The image benchmarks as a task of the game (shared/DESIGN.md §2 "Images"): MNIST, Fashion-MNIST, CIFAR-10, digits.
+
+What differs from 2D lives here: a fixed train set held on the device and served one epoch per unit, the conv nets
+sized by the image shape (channels_last, bf16 autocast with `precision: bf16`), scale = 1/(C·H·W), the VampPrior's
+pseudo-inputs taken from the first K images of the shuffled train set, and the image metrics. The game itself is
+the one of core/game.py.
+
+Evaluation never changes training: it runs in eval mode on a forked random state seeded with seed + 29,999, and
+the BatchNorm refresh before the latent probes runs on a copy of the encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from core.config import TrainConfig
+from core.conv_nets import ConvDecoder, ConvEncoder
+from core.data.images import ImageBatches, load_images
+from core.losses import mixture_terms, posterior_samples, reconstruction_error, reparameterize
+from core.metrics.images import (
+    InceptionFeatures,
+    assignment_entropy,
+    check_inception_weights,
+    feature_statistics,
+    frechet_distance,
+    generation_scores,
+    latent_probes,
+    load_inception,
+    save_image_grid,
+    train_feature_classifier,
+)
+from core.tasks import EVAL_SEED_OFFSET
+
+matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
+import matplotlib.pyplot as plt
+
+EVAL_CHUNK = 500  # images a no-grad pass handles at once (BatchNorm in eval mode: the chunk size changes nothing)
+INCEPTION_BATCH = 200
+GRID_ROWS = 8
+
+
+class ImageSplits(NamedTuple):
+    """A dataset's train and test splits: images float32 (N, C, H, W) in [0, 1], labels int64 (N,)."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def load_splits(config: TrainConfig) -> ImageSplits:
+    """Both splits of `config.dataset` from `config.data_dir` (DatasetNotFound when absent, unless `download`)."""
+    train = load_images(config.dataset, config.data_dir, train=True, download=config.download)
+    test = load_images(config.dataset, config.data_dir, train=False, download=config.download)
+    return ImageSplits(*train, *test)
+
+
+class ImageTask:
+    """Images: one unit = one epoch over the train set, conv nets, scale 1/(C·H·W).
+
+    `splits` replaces the dataset on disk (benchmarks and tests use random or prepared tensors).
+    """
+
+    fresh_regularizer_samples = False  # R reuses the KL's M samples (the paper's image code)
+
+    def __init__(self, config: TrainConfig, device: torch.device, splits: ImageSplits | None = None):
+        if config.inception_weights is not None:
+            check_inception_weights(config.inception_weights)  # fail now, not after training
+        if splits is None:
+            splits = load_splits(config)
+        self.config = config
+        self.device = device
+        self.image_shape = tuple(splits.train_images.shape[1:])
+        self.scale = 1.0 / math.prod(self.image_shape)
+        self.generator = torch.Generator().manual_seed(config.seed)  # CPU: the same batch order on every device
+        self.train_set = ImageBatches(splits.train_images, config.batch_size, self.generator, device,
+                                      memory_format=torch.channels_last)
+        self.test_set = ImageBatches(splits.test_images, config.batch_size, device=device, shuffle=False,
+                                     memory_format=torch.channels_last)
+        self.train_labels, self.test_labels = splits.train_labels.cpu(), splits.test_labels.cpu()
+
+    @property
+    def train_images(self) -> torch.Tensor:
+        return self.train_set.images
+
+    @property
+    def test_images(self) -> torch.Tensor:
+        return self.test_set.images
+
+    def make_nets(self, config: TrainConfig) -> tuple[ConvEncoder, ConvDecoder]:
+        encoder = ConvEncoder(self.image_shape, config.z_dim, precision=config.precision)
+        decoder = ConvDecoder(self.image_shape, config.z_dim, precision=config.precision)
+        return encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
+
+    def batches(self, unit: int) -> Iterator[torch.Tensor]:
+        """One epoch: the train set in a fresh random order."""
+        return iter(self.train_set)
+
+    def init_data(self, k: int) -> torch.Tensor:
+        """The VampPrior's pseudo-inputs start at the first K images of the shuffled train set."""
+        n = self.train_set.num_images
+        if k > n:
+            raise ValueError(f"num_components = {k} pseudo-inputs need at least {k} train images, got {n}")
+        order = torch.randperm(n, generator=self.generator)[:k]
+        return self.train_images[order.to(self.device)].contiguous()
+
+    def rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    # --------------------------------------------------------------------------------------- evaluation
+    @contextmanager
+    def _evaluating(self, game):
+        """Eval mode and a forked random state seeded for evaluation; both restored afterwards."""
+        nets = (game.encoder, game.decoder)
+        modes = [net.training for net in nets]
+        devices = [self.device.index or torch.cuda.current_device()] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(self.config.seed + EVAL_SEED_OFFSET)
+            for net in nets:
+                net.eval()
+            try:
+                yield
+            finally:
+                for net, mode in zip(nets, modes):
+                    net.train(mode)
+
+    def generate(self, game, n: int) -> Iterator[torch.Tensor]:
+        """n generated images x = D(z), z ~ p_ψ, in chunks."""
+        for start in range(0, n, EVAL_CHUNK):
+            yield game.decoder(game.prior.sample(min(EVAL_CHUNK, n - start)))
+
+    def reconstruct(self, game, images: torch.Tensor, stochastic: bool = True) -> Iterator[torch.Tensor]:
+        """D(z) with z ~ q(z|x) (stochastic) or z = mu, in chunks."""
+        for x in images.split(EVAL_CHUNK):
+            mu, logvar = game.encoder(x)
+            yield game.decoder(reparameterize(mu, logvar) if stochastic else mu)
+
+    def _rec_test(self, game) -> float:
+        """rec_test = mean over the first eval_samples test images of rec(x, D(mu(x))), eval mode."""
+        images = self.test_images[: self.config.eval_samples]
+        total = sum(reconstruction_error(x, x_hat).sum()
+                    for x, x_hat in zip(images.split(EVAL_CHUNK), self.reconstruct(game, images, stochastic=False)))
+        return float(total) / images.shape[0]
+
+    def evaluate(self, game, final: bool) -> dict[str, float]:
+        """rec_test at every evaluation; at the end of training also every image metric (`image_metrics`)."""
+        with self._evaluating(game):
+            metrics = {"rec_test": self._rec_test(game)}
+            if final:
+                metrics.update(self.image_metrics(game))
+        return metrics
+
+    def image_metrics(self, game) -> dict[str, float]:
+        """fid_gen / fid_rec (or fd_classifier_gen / _rec), precision, recall, the probes, assignment_entropy.
+
+        Generation quality: `fid_samples` generated images and stochastic reconstructions of `fid_samples` train
+        images (a random subset when the set is larger; the whole set otherwise) against those train images, on
+        Inception pool3 features when `inception_weights` names the file, else on our classifier's features.
+        Call inside `_evaluating`.
+        """
+        c = self.config
+        extractor, metrics = self._feature_extractor()
+        n_real = min(c.fid_samples, self.train_set.num_images)
+        real = self.train_images[torch.randperm(self.train_set.num_images, device=self.device)[:n_real]]
+        real_features = extractor.features(real)
+        fake_features = torch.cat([extractor.features(x) for x in self.generate(game, c.fid_samples)])
+        rec_features = torch.cat([extractor.features(x) for x in self.reconstruct(game, real)])
+        scores = generation_scores(real_features, fake_features)
+        real_stats = feature_statistics(real_features)
+        metrics[f"{extractor.metric_prefix}_gen"] = scores["frechet_distance"]
+        metrics[f"{extractor.metric_prefix}_rec"] = frechet_distance(*real_stats, *feature_statistics(rec_features))
+        metrics["precision"], metrics["recall"] = scores["precision"], scores["recall"]
+        metrics.update(self._latent_metrics(game))
+        return metrics
+
+    def _feature_extractor(self):
+        """Inception (FID) when the weights file is given; else a classifier trained here, with its test accuracy."""
+        c = self.config
+        if c.inception_weights is not None:
+            model = load_inception(c.inception_weights).to(self.device)
+            return InceptionFeatures(model, batch_size=INCEPTION_BATCH), {}
+        with torch.enable_grad():
+            classifier = train_feature_classifier(self.train_images, self.train_labels, epochs=c.classifier_epochs,
+                                                  seed=c.seed)
+        predictions = torch.cat([classifier(x).argmax(1).cpu() for x in self.test_images.split(EVAL_CHUNK)])
+        accuracy = float((predictions == self.test_labels).float().mean())
+        return classifier, {"classifier_test_accuracy": accuracy}
+
+    def _latent_metrics(self, game) -> dict[str, float]:
+        """Probes (svm_few/many, knn_few/many) on one z ~ q(z|x) per image and assignment_entropy on the test set.
+
+        A copy of the encoder first makes one pass over the train set in train mode (BatchNorm statistics refresh),
+        then runs in eval mode. Probes fit on `probe_samples` train images (all when None), score on the test set.
+        """
+        c = self.config
+        n_train = self.train_set.num_images
+        encoder = copy.deepcopy(game.encoder).train()
+        for batch in torch.randperm(n_train, device=self.device).split(c.batch_size):
+            encoder(self.train_images[batch])
+        encoder.eval()
+
+        def sample_latents(images: torch.Tensor) -> torch.Tensor:
+            return torch.cat([reparameterize(*encoder(x)).cpu() for x in images.split(EVAL_CHUNK)])
+
+        subset = torch.randperm(n_train)[: c.probe_samples or n_train]
+        metrics = latent_probes(sample_latents(self.train_images[subset.to(self.device)]), self.train_labels[subset],
+                                sample_latents(self.test_images), self.test_labels, seed=c.seed)
+
+        prior = game.prior.mixture(with_grad=False)
+        responsibilities, sizes = [], []
+        for x in self.test_set:
+            z, _ = posterior_samples(*encoder(x), c.mc_samples)
+            responsibilities.append(mixture_terms(z, prior)[1])
+            sizes.append(x.shape[0])
+        metrics["assignment_entropy"] = assignment_entropy(responsibilities, sizes)
+        return metrics
+
+    # --------------------------------------------------------------------------------------- artifacts
+    def write_artifacts(self, game, out_dir: Path, metrics: dict) -> None:
+        """samples.png (64 generated images), reconstructions.png (32 test images, each followed by its stochastic
+        reconstruction), figure.png (the heaviest prior modes decoded, and the weights), metrics.json."""
+        n = GRID_ROWS * GRID_ROWS
+        with self._evaluating(game):
+            save_image_grid(out_dir / "samples.png", next(self.generate(game, n)), nrow=GRID_ROWS)
+            originals = self.test_images[: n // 2]
+            reconstructions = torch.cat(list(self.reconstruct(game, originals)))
+            pairs = torch.stack([originals, reconstructions], dim=1).flatten(0, 1)
+            save_image_grid(out_dir / "reconstructions.png", pairs, nrow=GRID_ROWS)
+            prior = game.prior.mixture(with_grad=False)
+            weights = prior.log_w.exp()
+            modes = game.decoder(prior.mu[weights.argsort(descending=True)[:n]])
+        self._plot_modes(out_dir / "figure.png", modes.cpu(), weights.cpu().numpy(), metrics)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+
+    def _plot_modes(self, path: Path, modes: torch.Tensor, weights: np.ndarray, metrics: dict) -> None:
+        """Left: D(mu_k) of the heaviest modes, row by row; right: every weight, sorted, with the 1/K² threshold."""
+        k, m = len(weights), modes.shape[0]
+        mosaic = make_grid(modes.clamp(0, 1), nrow=math.ceil(math.sqrt(m)), padding=1, pad_value=0.5)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+        left.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
+        left.set(title=f"decoded prior modes D(μ_k), heaviest first ({m} of {k})", xticks=[], yticks=[])
+        ranked = np.sort(weights)[::-1]
+        right.bar(np.arange(k), ranked, color=np.where(ranked >= 1.0 / k**2, "tab:blue", "tab:red"))
+        right.axhline(1.0 / k**2, color="tab:red", linestyle="--", label="1/K² (inactive below)")
+        right.set(title=f"mixture weights ({int((weights >= 1.0 / k**2).sum())}/{k} active)", xlabel="mode (sorted)",
+                  ylabel="weight")
+        right.legend()
+        fd = next((f"{name} {metrics[name]:.3g}" for name in ("fid_gen", "fd_classifier_gen") if name in metrics), "")
+        fig.suptitle(f"{self.config.dataset} · {self.config.model} · prior {self.config.prior} · {fd}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)

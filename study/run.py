@@ -1,0 +1,371 @@
+"""python -m study.run --space NAME: a named search space as a Ray Tune study, tracked in MLflow.
+
+Grid spaces run every point (with seeds as an axis) through Tune's grid search; searched spaces run OptunaSearch
+(TPE) with ASHA early stopping. Everything that can be wrong with the request (space, values, Ray address,
+tracking URI, an existing study) is reported before any trial starts. The study can be resumed after a crash or
+a kill with --resume: finished trials are kept, unfinished ones continue from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 otherwise wants a token for a local cluster
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# CheckpointConfig(num_to_keep) forces an experiment snapshot per kept checkpoint: wanted (exact resume), not a warning.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+from core.config import BUDGETS, ConfigError, TrainConfig, resolve_config
+from search_spaces import SPACES, SpaceError, StudyDesign, design, get
+from study import tracking
+
+STUDY_FILE = "study.json"
+DEFAULT_DATASET = "8gaussians"
+DEFAULT_BUDGET = "quick"
+DEFAULT_STORAGE = "ray_results"
+
+
+class StudyError(Exception):
+    """The request cannot run; the message says what is wrong and what would be right."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m study.run",
+        description="Run a named search space as a Ray Tune study (grid, or Optuna + ASHA), tracked in MLflow.",
+    )
+    p.add_argument("--space", help="search space name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the search spaces and exit")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset (default {DEFAULT_DATASET})")
+    p.add_argument("--budget", default=DEFAULT_BUDGET, choices=BUDGETS,
+                   help=f"training budget (default {DEFAULT_BUDGET})")
+    p.add_argument("--samples", type=int, help="trials of a searched space (default: the space's)")
+    p.add_argument("--seeds", help="seeds: N for 0..N-1, or a list like 0,3,7 or a range 0-4 (default: the space's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config key for every trial (repeatable); fixing a grid axis collapses it")
+    p.add_argument("--max-concurrent", type=int,
+                   help="at most this many trials at once (default: as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0,
+                   help="Ray CPUs per trial = its torch threads (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="Ray GPUs per trial, fractions allowed (default 0)")
+    p.add_argument("--address", help="address of a running Ray cluster, e.g. 10.0.0.5:6379 or auto "
+                                     "(default: start a local Ray for the study)")
+    p.add_argument("--tracking-uri", default=tracking.DEFAULT_TRACKING_URI,
+                   help=f"MLflow tracking URI (default {tracking.DEFAULT_TRACKING_URI}; any MLflow server URI works)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Ray results folder (default ./{DEFAULT_STORAGE})")
+    p.add_argument("--name",
+                   help="study name = Ray experiment folder = MLflow experiment (default SPACE-DATASET-BUDGET)")
+    p.add_argument("--resume", action="store_true", help="continue the study NAME after an interruption")
+    p.add_argument("--max-failures", type=int, default=0,
+                   help="retries of a crashed trial from its last checkpoint (default 0)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved trials and exit")
+    return p
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """'3' → (0, 1, 2); '0,3,7' → (0, 3, 7); '2-4' → (2, 3, 4)."""
+    if text is None:
+        return None
+    try:
+        if "," in text:
+            return tuple(int(s) for s in text.split(",") if s.strip())
+        if "-" in text.strip("-"):
+            lo, hi = (int(s) for s in text.split("-"))
+            if hi < lo:
+                raise ValueError
+            return tuple(range(lo, hi + 1))
+        count = int(text)
+    except ValueError:
+        raise StudyError(f"--seeds {text!r} is not N, a list like 0,3,7 or a range like 0-4") from None
+    if count < 1:
+        raise StudyError(f"--seeds {text!r}: the number of seeds must be at least 1")
+    return tuple(range(count))
+
+
+def parse_value(key: str, text: str) -> Any:
+    """A --set value, typed by the TrainConfig field it sets ('none' is a clip mode, not None)."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    if key not in fields or fields[key] == "str":
+        return text
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null") and "None" in fields[key]:
+        return None
+    if fields[key].startswith(("tuple", "list")):
+        return [parse_value("seed", v.strip()) for v in text.strip("[]()").split(",") if v.strip()]
+    for kind in (float,) if fields[key].startswith("float") else (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise StudyError(f"--set {item!r} is not KEY=VALUE")
+        out[key.strip()] = parse_value(key.strip(), value.strip())
+    return out
+
+
+def list_spaces() -> str:
+    rows = []
+    for name, space in SPACES.items():
+        d = design(space, space.datasets[0], DEFAULT_BUDGET)
+        how = f"Optuna+ASHA, {d.trial_count} samples" if d.searched else f"grid, {d.trial_count} trials"
+        rows.append(f"{name:<24} {how:<26} {space.description}")
+    return "\n".join(rows)
+
+
+def describe_trials(d: StudyDesign) -> str:
+    """The dry-run listing: the fixed configuration once, then what each trial changes."""
+    base = resolve_config(d.dataset, d.budget, **d.fixed).to_dict()
+    configs = d.validate()
+    lines = [f"space {d.space.name}: {d.space.description}",
+             f"dataset {d.dataset}, budget {d.budget}, metric {d.space.metric} ({d.space.mode}), "
+             f"{d.trial_count} trials, " + ("Optuna TPE + ASHA" if d.searched else "grid search"),
+             "fixed config: " + ", ".join(f"{k}={v}" for k, v in base.items() if k != "extra")]
+    if d.searched:
+        if isinstance(d.search, dict):
+            lines += [f"searched: {k} ~ {describe_domain(v)}" for k, v in d.search.items()]
+        else:
+            lines.append(f"searched: Optuna define-by-run {d.search.__module__}.{d.search.__name__}")
+        lines.append(f"seed {d.seeds[0]}; validated on {len(configs)} corner and random configurations")
+        return "\n".join(lines)
+    for i, (point, config) in enumerate(zip(d.grid_points(), configs)):
+        changed = {k: v for k, v in config.to_dict().items() if base.get(k) != v}
+        label = ", ".join(f"{k}={v}" for k, v in point.items())
+        lines.append(f"  trial {i:>3}: {label}  ->  " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+    return "\n".join(lines)
+
+
+def describe_domain(domain) -> str:
+    from ray.tune.search.sample import Categorical
+
+    if isinstance(domain, Categorical):
+        return f"choice {domain.categories}"
+    return f"{type(domain.get_sampler()).__name__.strip('_').lower()}{domain.domain_str}"
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A TCP check of host:port (also ray://host:port), so an unreachable cluster fails in seconds."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise StudyError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
+    if address.startswith(("http://", "https://")):
+        raise StudyError(f"--address {address!r} looks like the dashboard's job API; give the cluster's GCS "
+                         "address HOST:6379 (for `ray job submit`, use its own --address)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise StudyError(f"cannot reach a Ray cluster at {address} ({err}); start one with "
+                         "`ray start --head` or leave --address out to run locally") from None
+
+
+def connect_ray(address: str | None) -> None:
+    """A local Ray by default; inside `ray job submit` the job's cluster; with --address that cluster, shipping
+    this project's packages to its workers (they may run elsewhere, or from another folder)."""
+    import ray
+
+    import core
+    import search_spaces
+    import study
+
+    if ray.is_initialized():  # a caller (a notebook, a test) connected already
+        return
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        ray.init(address="local", include_dashboard=False)  # "local": never attach to another `ray start`
+        return
+    runtime_env = None
+    if address is not None:
+        runtime_env = {"py_modules": [core, search_spaces, study],
+                       "env_vars": {"MLFLOW_DISABLE_TELEMETRY": os.environ["MLFLOW_DISABLE_TELEMETRY"]}}
+    try:
+        ray.init(address=address, runtime_env=runtime_env)
+    except ConnectionError as err:
+        target = address or os.environ["RAY_ADDRESS"]
+        raise StudyError(f"cannot connect to the Ray cluster at {target}: {err}") from None
+
+
+def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace, experiment_path: Path):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from study.trainable import train_trial
+
+    trainable = tune.with_resources(tune.with_parameters(train_trial, study=study),
+                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    if args.resume:
+        return tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    search_alg = scheduler = None
+    if d.searched:
+        base = resolve_config(d.dataset, d.budget, **d.fixed)
+        # Compare trials first at the first evaluation after warm-up: before it, the game has not started.
+        grace = base.warmup + base.eval_every if base.game_starts else base.eval_every
+        scheduler = ASHAScheduler(time_attr="iteration", max_t=base.total_units,
+                                  grace_period=min(grace, base.total_units), reduction_factor=2)
+        search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, seed=d.seeds[0])
+    return tune.Tuner(
+        trainable,
+        param_space=d.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=d.space.metric, mode=d.space.mode, search_alg=search_alg, scheduler=scheduler,
+            num_samples=d.samples if d.searched else 1, max_concurrent_trials=args.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment_path.name,
+            storage_path=str(experiment_path.parent),
+            callbacks=[tracking.TrialRunStatus(study)],
+            failure_config=tune.FailureConfig(max_failures=args.max_failures, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=1,
+        ),
+    )
+
+
+def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 5) -> str:
+    """Best configurations (mean over seeds for grids), failures, and where to look next."""
+    metric, mode = d.space.metric, d.space.mode
+    rows, failures = [], []
+    for result in results:
+        if result.error is not None:
+            failures.append(f"  {result.path.rsplit('/', 1)[-1]}: {str(result.error).strip().splitlines()[-1]}")
+            continue
+        if result.metrics and metric in result.metrics:
+            point = {k: v for k, v in result.config.items() if k != "seed"}
+            rows.append((point, result.config.get("seed"), result.metrics[metric]))
+    groups: dict[str, list[float]] = {}
+    for point, _, value in rows:
+        groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
+    ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), reverse=(mode == "max"))
+    lines = [f"\nstudy {study['name']}: trials finished: {len(rows)}, failed: {len(failures)}; "
+             f"best by {metric} ({mode}{', mean over seeds' if not d.searched else ''}):"]
+    for key, values in ranked[:top]:
+        mean = sum(values) / len(values)
+        spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        label = ", ".join(f"{k}={v}" for k, v in json.loads(key).items()) or "(base config)"
+        lines.append(f"  {metric} {mean:.4g} (std {spread:.2g}, n={len(values)})  {label}")
+    if failures:
+        lines.append("failed trials:")
+        lines += failures
+    lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'])}  (experiment {study['name']!r})")
+    lines.append(f"Ray results: {experiment_path}")
+    return "\n".join(lines)
+
+
+def load_record(args: argparse.Namespace) -> dict[str, Any]:
+    """--resume: the study's own record decides its space, dataset, budget, seeds, samples and --set values."""
+    name = args.name or f"{args.space}-{args.dataset}-{args.budget}"
+    record = Path(args.storage).resolve() / name / STUDY_FILE
+    if not record.is_file():
+        raise StudyError(f"no study to resume at {record.parent} (start it without --resume)")
+    saved = json.loads(record.read_text())
+    args.name, args.space, args.dataset, args.budget = name, saved["space"], saved["dataset"], saved["budget"]
+    return saved
+
+
+def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
+    """Everything that can be checked without Ray: space, values, names and folders."""
+    if args.resume:
+        saved = load_record(args)
+        seeds, samples, fixed = tuple(saved["seeds"]), saved["samples"], saved["overrides"]
+    else:
+        seeds, samples, fixed = parse_seeds(args.seeds), args.samples, parse_overrides(args.overrides)
+    space = get(args.space)
+    if args.resume and not space.searched:
+        samples = None
+    d = design(space, args.dataset, args.budget, seeds=seeds, samples=samples, fixed=fixed)
+    d.validate()
+    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+        raise StudyError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise StudyError(f"--max-concurrent {args.max_concurrent} must be at least 1")
+    name = args.name or f"{space.name}-{args.dataset}-{args.budget}"
+    return d, name, Path(args.storage).resolve() / name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        print(list_spaces())
+        return 0
+    if not args.space:
+        print("error: --space is required (one of: " + ", ".join(SPACES) + "; see --list)", file=sys.stderr)
+        return 2
+    try:
+        d, name, experiment_path = prepare(args)
+        if args.dry_run:
+            print(describe_trials(d))
+            return 0
+        results, study = run_study(d, args, name, experiment_path)
+    except (StudyError, SpaceError, ConfigError, tracking.TrackingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summarize(results, d, study, experiment_path))
+    return 0
+
+
+def run_study(d: StudyDesign, args: argparse.Namespace, name: str, experiment_path: Path):
+    """Open (or reopen) the study, connect to Ray and fit; returns Tune's ResultGrid and the study record."""
+    study = open_study(args, d, name, experiment_path)
+    connect_ray(args.address)
+    return build_tuner(d, study, args, experiment_path).fit(), study
+
+
+def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_path: Path) -> dict[str, Any]:
+    """Check the tracking store and the Ray address, create (or on --resume reload) the study's record."""
+    from ray import tune
+
+    record = experiment_path / STUDY_FILE
+    if args.resume:
+        study = json.loads(record.read_text())["study"]
+        tracking.check_tracking_uri(study["tracking_uri"])
+        if not tune.Tuner.can_restore(str(experiment_path)):
+            raise StudyError(f"study {name!r} at {experiment_path} stopped before Tune saved any state; "
+                             "delete that folder and start it again")
+    else:
+        if experiment_path.exists():
+            raise StudyError(f"study {name!r} already exists at {experiment_path}: continue it with --resume, or "
+                             "choose another --name")
+        uri = tracking.absolute_tracking_uri(args.tracking_uri)
+        tracking.check_tracking_uri(uri)
+        study = {**d.study_config(), "name": name, "metric": d.space.metric, "study_id": uuid.uuid4().hex[:12],
+                 "tracking_uri": uri,
+                 "tags": {"space": d.space.name, "study": name, "dataset": d.dataset, "budget": d.budget,
+                          **tracking.project_tags()}}
+    if args.address:
+        check_address(args.address)
+    if args.address and tracking.is_local_store(study["tracking_uri"]):
+        print(f"note: trials on other machines cannot write to {study['tracking_uri']}; "
+              "use an MLflow server (--tracking-uri http://HOST:5000) for a multi-machine cluster")
+    study["experiment_id"] = tracking.ensure_experiment(study["tracking_uri"], name)
+    if not args.resume:
+        experiment_path.mkdir(parents=True)
+        saved = {"space": d.space.name, "dataset": d.dataset, "budget": d.budget, "seeds": list(d.seeds),
+                 "samples": d.samples, "overrides": parse_overrides(args.overrides), "study": study}
+        record.write_text(json.dumps(saved, indent=2))
+    return study
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The mixture log-density as a quadratic form and its custom autograd function (core/mixture.py)."""
+
+import itertools
+
+import pytest
+import torch
+import torch.distributions as D
+
+import core.mixture
+from core.mixture import component_log_densities, mixture_log_prob, mixture_logits
+
+
+def random_mixture(n: int, k: int, d: int, seed: int = 0, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d, generator=generator, dtype=dtype)
+    mu = torch.randn(k, d, generator=generator, dtype=dtype)
+    logvar = 0.5 * torch.randn(k, d, generator=generator, dtype=dtype)
+    log_w = torch.log_softmax(torch.randn(k, generator=generator, dtype=dtype), 0)
+    return z, mu, logvar, log_w
+
+
+def torch_mixture(mu, logvar, log_w) -> D.MixtureSameFamily:
+    components = D.Independent(D.Normal(mu, torch.exp(0.5 * logvar)), 1)
+    return D.MixtureSameFamily(D.Categorical(logits=log_w), components)
+
+
+@pytest.fixture(params=[10_000, 4], ids=["one-block", "blocks-of-4"])
+def block_rows(request, monkeypatch):
+    """Run each test with the whole input in one block and with several blocks (the CPU path's loop)."""
+    monkeypatch.setattr(core.mixture, "CPU_BLOCK_ROWS", request.param)
+    return request.param
+
+
+def test_component_log_densities_match_torch_distributions():
+    z, mu, logvar, _ = random_mixture(50, 7, 3)
+    expected = D.Independent(D.Normal(mu, torch.exp(0.5 * logvar)), 1).log_prob(z.unsqueeze(1))
+    torch.testing.assert_close(component_log_densities(z, mu, logvar), expected)
+
+
+def test_log_prob_and_mean_responsibility_match_torch_distributions(block_rows):
+    z, mu, logvar, log_w = random_mixture(37, 5, 3)
+    log_p, r_bar = mixture_log_prob(z, mu, logvar, log_w)
+    torch.testing.assert_close(log_p, torch_mixture(mu, logvar, log_w).log_prob(z))
+    torch.testing.assert_close(r_bar, torch.softmax(mixture_logits(z, mu, logvar, log_w), 1).mean(0))
+    assert r_bar.sum().item() == pytest.approx(1.0)
+
+
+def test_log_prob_is_stable_far_from_every_component(block_rows):
+    """Points whose log-densities are all around −1e4 (exp underflows) still get the exact logsumexp."""
+    z, mu, logvar, log_w = random_mixture(20, 4, 2)
+    z = z + 300.0
+    log_p, r_bar = mixture_log_prob(z, mu, logvar, log_w)
+    expected = torch.logsumexp(mixture_logits(z, mu, logvar, log_w), 1)
+    assert expected.max() < -1e3
+    torch.testing.assert_close(log_p, expected)
+    assert torch.isfinite(r_bar).all()
+
+
+@pytest.mark.parametrize(
+    ("needs", "outputs"),
+    [
+        ((True, True, True, True), "both"),
+        ((True, True, True, True), "log_p"),
+        ((True, True, True, True), "r_bar"),
+        ((True, False, False, False), "both"),
+        ((False, True, True, True), "both"),
+        ((True, True, False, False), "log_p"),
+    ],
+)
+def test_gradcheck(block_rows, needs, outputs):
+    """float64 gradcheck of the hand-written backward, for sets of inputs needing a gradient and each output."""
+    inputs = [t.requires_grad_(need) for t, need in zip(random_mixture(13, 4, 2), needs)]
+    pick = {"both": lambda out: out, "log_p": lambda out: out[0], "r_bar": lambda out: out[1]}[outputs]
+    assert torch.autograd.gradcheck(lambda *args: pick(mixture_log_prob(*args)), inputs)
+
+
+def test_gradients_equal_autograd_through_logsumexp_and_softmax(block_rows):
+    """The custom backward against autograd of the straightforward expression, with random upstream gradients."""
+    inputs = [t.requires_grad_() for t in random_mixture(64, 6, 2, seed=3)]
+    upstream_p, upstream_r = torch.randn(64, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    log_p, r_bar = mixture_log_prob(*inputs)
+    fast = torch.autograd.grad((log_p * upstream_p).sum() + (r_bar * upstream_r).sum(), inputs)
+    logits = mixture_logits(*inputs)
+    plain = (torch.logsumexp(logits, 1) * upstream_p).sum() + (torch.softmax(logits, 1).mean(0) * upstream_r).sum()
+    for got, want in zip(fast, torch.autograd.grad(plain, inputs)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(("n", "k"), list(itertools.product([1, 9], [1, 4])))
+def test_edge_sizes(block_rows, n, k):
+    """One point, one component: K = 1 is N(0, I)'s case, where r̄ = 1 and log p is the Gaussian's."""
+    z, mu, logvar, log_w = random_mixture(n, k, 2)
+    log_p, r_bar = mixture_log_prob(z, mu, logvar, log_w)
+    torch.testing.assert_close(log_p, torch_mixture(mu, logvar, log_w).log_prob(z))
+    if k == 1:
+        torch.testing.assert_close(r_bar, torch.ones(1, dtype=torch.float64))
+
+
+def test_float32_agrees_with_float64():
+    z, mu, logvar, log_w = random_mixture(5000, 64, 2, seed=1)
+    log_p64, r64 = mixture_log_prob(z, mu, logvar, log_w)
+    log_p32, r32 = mixture_log_prob(z.float(), mu.float(), logvar.float(), log_w.float())
+    torch.testing.assert_close(log_p32.double(), log_p64, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(r32.double(), r64, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,127 @@
+"""`python -m study.run`: listing, dry runs, value parsing, and every request error caught before any trial."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import ray
+
+from study.run import StudyError, main, parse_overrides, parse_seeds
+from study.tracking import TrackingError, absolute_tracking_uri, check_tracking_uri, mlflow_ui_hint
+from study.trainable import tune_metrics
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def run_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["--storage", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db",
+                 *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_nothing_started(tmp_path: Path) -> None:
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlruns.db").exists()
+    assert not ray.is_initialized()
+
+
+def test_list_names_every_space_with_its_trial_count(tmp_path, capsys):
+    code, out, _ = run_cli(tmp_path, capsys, "--list")
+    assert code == 0
+    assert "ablation_regularizers    grid, 8 trials" in out
+    assert "ablation_priors          grid, 40 trials" in out
+    assert "betas                    Optuna+ASHA, 24 samples" in out
+    for name in ("betas_grid", "mixture_components", "clipping"):
+        assert name in out
+
+
+def test_dry_run_prints_the_resolved_trials_and_starts_nothing(tmp_path, capsys):
+    code, out, _ = run_cli(tmp_path, capsys, "--space", "ablation_regularizers", "--seeds", "0,3", "--dry-run")
+    assert code == 0
+    assert "16 trials, grid search" in out and "budget quick" in out and "iterations=3000" in out
+    assert "trial  15: clip=adaptive, responsibility_weight=100.0, seed=3" in out
+    code, out, _ = run_cli(tmp_path, capsys, "--space", "betas", "--budget", "smoke", "--samples", "5", "--dry-run")
+    assert code == 0 and "5 trials, Optuna TPE + ASHA" in out and "beta_rec ~ loguniform(0.05, 1.0)" in out
+    assert_nothing_started(tmp_path)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--space", "ablation_regularizer"], "unknown search space 'ablation_regularizer' (known: ablation_regularizers,"),
+    (["--space", "betas", "--set", "beta_kl=-0.5"], "beta_kl = -0.5 is out of range (expected >= 0)"),
+    (["--space", "betas", "--set", "prior=mogg"], "unknown prior 'mogg' (expected: standard, mog, vamp, vamp_to_mog)"),
+    (["--space", "betas", "--set", "lr_typo=1"], "unknown config key(s) ['lr_typo']"),
+    (["--space", "betas", "--dataset", "moons"], "unknown dataset 'moons'"),
+    (["--space", "betas", "--seeds", "0-"], "--seeds '0-' is not N"),
+    (["--space", "betas", "--set", "lr"], "--set 'lr' is not KEY=VALUE"),
+    (["--space", "ablation_priors", "--samples", "3"], "--samples applies to searched spaces"),
+    (["--space", "ablation_priors", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--space", "ablation_priors", "--resume"], "no study to resume at"),
+    (["--space", "ablation_priors", "--address", "10.0.0.1"], "--address '10.0.0.1' is not HOST:PORT"),
+    (["--space", "ablation_priors", "--tracking-uri", "sqlite:////nonexistent/dir/x.db"],
+     "folder /nonexistent/dir does not exist"),
+])
+def test_bad_requests_fail_clearly_before_any_trial(tmp_path, capsys, args, message):
+    code, _, err = run_cli(tmp_path, capsys, *args)
+    assert code == 2 and message in err, err
+    assert_nothing_started(tmp_path)
+
+
+def test_unreachable_ray_address_or_tracking_server_fail_before_any_trial(tmp_path, capsys):
+    port = closed_port()
+    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_regularizers", "--address", f"127.0.0.1:{port}")
+    assert code == 2 and f"cannot reach a Ray cluster at 127.0.0.1:{port}" in err
+    assert_nothing_started(tmp_path)
+    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_regularizers", "--tracking-uri",
+                           f"http://127.0.0.1:{port}")
+    assert code == 2 and f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in err
+    assert_nothing_started(tmp_path)
+
+
+def test_an_existing_study_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "ray_results" / "ablation_regularizers-8gaussians-quick").mkdir(parents=True)
+    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_regularizers")
+    assert code == 2 and "already exists" in err and "--resume" in err
+    assert not ray.is_initialized()
+
+
+def test_space_is_required(capsys):
+    assert main([]) == 2
+    assert "--space is required" in capsys.readouterr().err
+
+
+def test_seed_and_value_parsing():
+    assert parse_seeds("3") == (0, 1, 2)
+    assert parse_seeds("0,3,7") == (0, 3, 7)
+    assert parse_seeds("2-4") == (2, 3, 4)
+    assert parse_seeds(None) is None
+    with pytest.raises(StudyError):
+        parse_seeds("0")
+    assert parse_overrides(["clip=none", "clip_logvar_min=none", "lr=1e6", "iterations=200", "beta_rec=1",
+                            "learnable_weights=false", "lr_milestones=[10,20]", "variant=vae-vamp"]) == {
+        "clip": "none", "clip_logvar_min": None, "lr": 1e6, "iterations": 200, "beta_rec": 1.0,
+        "learnable_weights": False, "lr_milestones": [10, 20], "variant": "vae-vamp"}
+
+
+def test_tracking_uris_become_absolute_and_the_ui_hint_matches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_tracking_uri("sqlite:///mlruns.db") == f"sqlite:///{tmp_path}/mlruns.db"
+    assert absolute_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+    assert absolute_tracking_uri("store") == (tmp_path / "store").as_uri()
+    with pytest.raises(TrackingError, match="names no database file"):
+        absolute_tracking_uri("sqlite://")
+    check_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    assert mlflow_ui_hint(f"sqlite:///{tmp_path}/m.db") == f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db"
+    assert mlflow_ui_hint("http://h:5000").startswith("open http://h:5000")
+
+
+def test_tune_metrics_lead_with_the_study_metric_and_drop_done():
+    report = {"loss_encoder": 1.0, "rec": 2.0, "kl": 3.0, "iteration": 20, "in_game": True, "done": True}
+    metrics = tune_metrics(report, "kl")
+    assert list(metrics)[:2] == ["kl", "iteration"] and "done" not in metrics and metrics["in_game"] is True

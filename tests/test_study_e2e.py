@@ -1,0 +1,304 @@
+"""End-to-end studies on smoke budgets: real Ray, real MLflow (sqlite file and a server on 127.0.0.1), a diverging
+trial, Optuna + ASHA, a driver killed mid-study and resumed, and `ray job submit` to a local `ray start --head`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from core.config import TrainConfig
+from search_spaces import design
+from search_spaces.space import SearchSpace
+from study.run import build_parser, run_study
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CONFIG_KEYS = {f for f in TrainConfig.__dataclass_fields__ if f != "extra"}
+SMOKE_ITERATIONS = 60  # budget smoke, eval_every 20
+
+
+def child_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", MLFLOW_DISABLE_TELEMETRY="true",
+               MPLCONFIGDIR=str(tmp_path / "mpl"), RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process serving {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A child in its own process group, so that it and everything it starts can be stopped by its id."""
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def study_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.run", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def runs_of(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+
+
+def assert_complete_run(client: MlflowClient, run, space: str, study: str) -> None:
+    """A finished trial's run: every config key as a param, kl/jsd as step series, tags, artifacts."""
+    assert run.info.status == "FINISHED"
+    assert CONFIG_KEYS <= set(run.data.params)
+    tags = run.data.tags
+    assert tags["space"] == space and tags["study"] == study
+    assert tags["trial_id"] and tags["git_commit"] and tags["project_version"] and tags["device"].startswith("cpu")
+    for metric in ("kl", "jsd", "loss_encoder"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+        assert steps == list(range(20, SMOKE_ITERATIONS + 1, 20)), (metric, steps)
+    assert "gnelbo" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"figure.png", "metrics.json", "samples.npy"} <= artifacts
+    metrics_json = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json")).read_text())
+    assert metrics_json["config"]["seed"] == int(run.data.params["seed"])
+    assert metrics_json["kl"] == pytest.approx(run.data.metrics["kl"])
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One local Ray for the in-process studies of this module; workers import the project via PYTHONPATH."""
+    import ray
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved]))
+    ray.init(address="local", include_dashboard=False, num_cpus=2)
+    yield
+    ray.shutdown()
+    if saved is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
+def in_process_study(space: SearchSpace, tmp_path: Path, *extra: str, **design_args):
+    d = design(space, "8gaussians", "smoke", **design_args)
+    d.validate()
+    args = build_parser().parse_args(["--space", space.name, "--storage", str(tmp_path / "ray_results"),
+                                      "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db", *extra])
+    return run_study(d, args, space.name, tmp_path / "ray_results" / space.name)
+
+
+def test_grid_study_in_sqlite_with_a_diverging_trial(local_ray, tmp_path):
+    """Two learning rates × two seeds: lr = 1e6 diverges and is recorded failed, with the reason, in Tune and in
+    MLflow; the other trials finish with their params, metric histories and artifacts."""
+    space = SearchSpace(name="lr_probe", description="test", base={"prior": "vamp_to_mog"},
+                        grid={"lr": [2e-4, 1e6]}, seeds=(0, 1))
+    results, study = in_process_study(space, tmp_path)
+
+    errors = [r for r in results if r.error is not None]
+    finished = [r for r in results if r.error is None]
+    assert len(errors) == 2 and len(finished) == 2
+    assert all(r.config["lr"] == 1e6 and "TrialDiverged" in str(r.error) for r in errors)
+    for r in finished:
+        assert r.metrics["iteration"] == SMOKE_ITERATIONS and "gnelbo" in r.metrics
+        assert list(r.metrics_dataframe["iteration"]) == [20, 40, 60]  # one Tune report per evaluation
+
+    uri = study["tracking_uri"]
+    runs = runs_of(uri, "lr_probe")
+    assert len(runs) == 4
+    client = MlflowClient(uri)
+    for run in runs:
+        if float(run.data.params["lr"]) == 1e6:
+            assert run.info.status == "FAILED"
+            assert run.data.tags["failure_reason"].startswith("diverged: training diverged at iteration")
+        else:
+            assert_complete_run(client, run, "lr_probe", "lr_probe")
+    assert Path(client.get_experiment_by_name("lr_probe").artifact_location.removeprefix("file://")) == (
+        tmp_path / "mlartifacts")
+
+
+def test_optuna_asha_study_with_derived_beta_neg(local_ray, tmp_path):
+    """A searched space runs through OptunaSearch + ASHA; β_neg = m·β_kl shows in MLflow as a param."""
+    from search_spaces import get
+
+    results, study = in_process_study(get("betas"), tmp_path, samples=3)
+    assert len(results) == 3 and not results.errors
+    runs = runs_of(study["tracking_uri"], "betas")
+    assert len(runs) == 3
+    for run in runs:
+        p = run.data.params
+        assert float(p["beta_neg"]) == pytest.approx(round(int(p["beta_neg_multiple"]) * float(p["beta_kl"]), 3))
+        assert run.info.status == "FINISHED"
+    best = results.get_best_result()
+    assert best.metrics["kl"] == min(r.metrics["kl"] for r in results)
+
+
+def test_conditional_define_by_run_space(local_ray, tmp_path):
+    """The clipping space is an Optuna define-by-run function: thresholds exist only in `fixed` trials."""
+    from search_spaces import get
+
+    results, study = in_process_study(get("clipping"), tmp_path, samples=3)
+    assert len(results) == 3 and not results.errors
+    for run in runs_of(study["tracking_uri"], "clipping"):
+        p = run.data.params
+        assert run.info.status == "FINISHED" and p["clip"] in ("none", "adaptive", "fixed")
+        assert (p["clip_logvar_min"] != "None") == (p["clip"] == "fixed")
+
+
+def test_study_against_an_mlflow_server(tmp_path):
+    """The CLI with --tracking-uri of an `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1."""
+    env = child_env(tmp_path)
+    port = free_port()
+    server = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                    "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                    "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                   tmp_path, env, tmp_path / "mlflow-server.log")
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(uri + "/health", 90, server)
+        done = study_cli(["--space", "ablation_regularizers", "--budget", "smoke", "--set", "clip=adaptive",
+                          "--set", "responsibility_weight=0", "--seeds", "2", "--tracking-uri", uri], tmp_path, env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert f"open {uri}" in done.stdout and "trials finished: 2, failed: 0" in done.stdout
+        runs = runs_of(uri, "ablation_regularizers-8gaussians-smoke")
+        assert len(runs) == 2
+        client = MlflowClient(uri)
+        for run in runs:
+            assert_complete_run(client, run, "ablation_regularizers", "ablation_regularizers-8gaussians-smoke")
+        assert any((tmp_path / "server-artifacts").rglob("figure.png"))  # uploaded through the server
+        assert not (tmp_path / "mlruns.db").exists()
+    finally:
+        stop(server, signal.SIGTERM)
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.glob("train_trial_*") if p.is_dir())
+
+
+def finished(trial_dir: Path) -> bool:
+    return any(trial_dir.glob("checkpoint_*/final.json"))
+
+
+def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
+    """Kill the driver (and its local Ray) after one trial finished and another has checkpoints; --resume keeps
+    the finished trial as it was, continues the other from its checkpoint and runs the rest."""
+    env = child_env(tmp_path)
+    args = ["--space", "ablation_regularizers", "--budget", "smoke", "--set", "responsibility_weight=0",
+            "--set", "iterations=200", "--seeds", "2", "--max-concurrent", "1"]
+    experiment = tmp_path / "ray_results" / "ablation_regularizers-8gaussians-smoke"
+    driver = start([sys.executable, "-m", "study.run", *args], tmp_path, env, tmp_path / "first.log")
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and driver.poll() is None:
+            dirs = trial_dirs(experiment)
+            done = [d for d in dirs if finished(d)]
+            running = [d for d in dirs if not finished(d) and len(list(d.glob("checkpoint_*"))) >= 2]
+            if done and running:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the study did not reach a finished and a checkpointed trial:\n"
+                        + (tmp_path / "first.log").read_text()[-3000:])
+    finally:
+        stop(driver)
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    before = {r.data.tags["trial_id"]: r for r in runs_of(uri, experiment.name)}
+    done_before = {t for t, r in before.items() if r.info.status == "FINISHED"}
+    assert done_before and len(before) < 4
+
+    resumed = study_cli(["--space", "ablation_regularizers", "--budget", "smoke", "--resume"], tmp_path, env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "trials finished: 4, failed: 0" in resumed.stdout
+
+    after = {r.data.tags["trial_id"]: r for r in runs_of(uri, experiment.name)}
+    assert len(after) == 4 and all(r.info.status == "FINISHED" for r in after.values())
+    client = MlflowClient(uri)
+    for trial_id, run in after.items():
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "kl")]
+        assert steps == list(range(20, 201, 20)), (trial_id, steps)  # nothing lost, nothing logged twice
+        if trial_id in done_before:
+            assert run.info.end_time == before[trial_id].info.end_time
+            assert "resumed_from_iteration" not in run.data.tags
+    interrupted = [t for t in before if t not in done_before]
+    assert interrupted and all(int(after[t].data.tags["resumed_from_iteration"]) >= 20 for t in interrupted)
+
+
+def test_ray_job_submit_and_address_to_a_local_head(tmp_path):
+    """`ray start --head` on 127.0.0.1; the README's `ray job submit` of the study, then --address from a driver
+    outside the project folder: both finish and land in MLflow. Also probes the health endpoints that
+    docker/docker-compose.yml checks on the head and on each node."""
+    env = child_env(tmp_path)
+    gcs, dashboard, client_port, agent = free_port(), free_port(), free_port(), free_port()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))  # Ray's socket paths must stay short
+    head = start([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+                  "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                  "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(agent),
+                  "--num-cpus", "2", "--temp-dir", str(ray_tmp),
+                  "--disable-usage-stats"], tmp_path, env, tmp_path / "head.log")
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    try:
+        wait_for_http(f"http://127.0.0.1:{dashboard}/api/gcs_healthz", 120, head)
+        wait_for_http(f"http://127.0.0.1:{agent}/api/local_raylet_healthz", 60, head)
+        excludes = json.dumps({"excludes": [".venv", ".git", "ray_results", "mlartifacts", "mlruns.db", "data",
+                                            "runs", "notebooks"]})
+        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
+                  ".", "--runtime-env-json", excludes, "--", "python", "-m", "study.run", "--space",
+                  "ablation_regularizers", "--budget", "smoke", "--set", "clip=none", "--set",
+                  "responsibility_weight=0", "--seeds", "2", "--storage", str(tmp_path / "ray_results"),
+                  "--tracking-uri", uri, "--name", "job"]
+        for _ in range(60):  # the dashboard answers before the node's job agent has registered
+            job = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            if "No available agent" not in job.stdout + job.stderr:
+                break
+            time.sleep(1)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "trials finished: 2, failed: 0" in job.stdout
+
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        direct = study_cli(["--space", "ablation_regularizers", "--budget", "smoke", "--set", "clip=none",
+                            "--set", "responsibility_weight=0", "--seeds", "1", "--address", f"127.0.0.1:{gcs}",
+                            "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri, "--name", "direct"],
+                           outside, {**env, "PYTHONPATH": str(ROOT)})
+        assert direct.returncode == 0, direct.stdout[-3000:] + direct.stderr[-3000:]
+        assert "trials finished: 1, failed: 0" in direct.stdout
+    finally:
+        stop(head)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    for name, count in (("job", 2), ("direct", 1)):
+        runs = runs_of(uri, name)
+        assert len(runs) == count and all(r.info.status == "FINISHED" for r in runs)
