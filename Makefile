@@ -9,8 +9,12 @@ PY := .venv/bin/python
 setup:
 	@bash scripts/setup.sh
 
+STUDY := ablation_regularizers-$(shell date +%Y%m%d-%H%M%S)
+
+# The default study on a local Ray into ./mlruns.db, then its report (tables, figures) in reports/$(STUDY).
 run: setup
-	$(PY) -m core --dataset 8gaussians --prior vamp_to_mog --budget quick --out runs/quick
+	$(PY) -m study.run --space ablation_regularizers --name $(STUDY)
+	$(PY) -m analysis.report --study $(STUDY) --out reports/$(STUDY)
 
 test: setup lint
 	$(PY) -m pytest -q

@@ -3,8 +3,11 @@
 Runs a study (local Ray, sqlite MLflow, in a temporary folder) and reports
   - its wall time (with and without starting Ray) against the sum of its trials' training times (time inside
     core.train, reported by each trial as train_time_s), and the ideal wall time = that sum / concurrent trials;
-  - the share of the trial slots busy with training: sum of training times / (fit wall time × concurrent trials);
-  - the share of the machine's CPU time spent in training: sum of train_cpu_s / CPU time used by all processes;
+  - the share of the trial slots busy with training: sum of training times / (fit wall time × concurrent trials),
+    and where the rest of a trial's time goes (inside the trainable but outside core.train: MLflow, checkpoints;
+    outside the trainable: starting the trial's process, scheduling);
+  - the share of the study's CPU time spent in training: sum of train_cpu_s / CPU time of this process and all it
+    started (Ray's processes, the trials), so other users of a shared machine do not count;
 then the same trainings in a plain process pool beside it (no Ray, no MLflow) as the baseline, and the ratio.
 
     python benchmarks/study_overhead.py                  # 4 trials of 600 iterations, 2 at a time (~3 min)
@@ -25,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("MPLCONFIGDIR", str(Path(tempfile.gettempdir()) / "priorstudy-mpl"))
 
+import threading
+
 import psutil  # a Ray dependency
 
 from search_spaces import design, get
@@ -33,10 +38,38 @@ from study.run import build_parser, connect_ray, parse_overrides, parse_seeds, r
 DEFAULT_SET = ["responsibility_weight=0", "iterations=600", "warmup=300", "eval_every=150"]
 
 
-def busy_cpu_seconds() -> float:
-    """CPU time the whole machine has spent outside idle (all processes: trials, Ray, MLflow, the driver)."""
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+class TreeCPU:
+    """CPU seconds of this process and every process it starts (Ray's, the trials'), sampled every `period` s
+    while they live: a process's last sample stands for it once it is gone (it misses at most `period` s)."""
+
+    def __init__(self, period: float = 0.5):
+        self.period, self.seen, self.stopped = period, {}, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                self.seen[(proc.pid, proc.create_time())] = t.user + t.system
+            except psutil.Error:
+                pass
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> TreeCPU:
+        self._sample()
+        self.start = sum(self.seen.values())
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self._sample()
+        self.seconds = sum(self.seen.values()) - self.start
 
 
 def _train_one(config_dict: dict, threads: int) -> tuple[float, float]:
@@ -86,11 +119,13 @@ def main() -> None:
         study_args = build_parser().parse_args(
             ["--space", args.space, "--storage", f"{tmp}/ray_results", "--tracking-uri", f"sqlite:///{tmp}/mlruns.db",
              "--cpus-per-trial", str(args.cpus_per_trial)])
-        start, busy0 = time.perf_counter(), busy_cpu_seconds()
-        connect_ray(None)
-        ray_started = time.perf_counter()
-        results, _ = run_study(d, study_args, "overhead", Path(tmp) / "ray_results" / "overhead")
-        end, busy1 = time.perf_counter(), busy_cpu_seconds()
+        with TreeCPU() as cpu:
+            start = time.perf_counter()
+            connect_ray(None)
+            ray_started = time.perf_counter()
+            results, _ = run_study(d, study_args, "overhead", Path(tmp) / "ray_results" / "overhead")
+            end = time.perf_counter()
+        study_cpu = cpu.seconds
         import ray
 
         ray.shutdown()
@@ -99,15 +134,20 @@ def main() -> None:
         raise SystemExit(f"{len(failed)} trials failed: {failed[0].error}")
     train_wall = sum(r.metrics["train_time_s"] for r in results)
     train_cpu = sum(r.metrics["train_cpu_s"] for r in results)
+    in_trainable = sum(r.metrics["time_total_s"] for r in results) - train_wall
     wall, fit_wall = end - start, end - ray_started
     print(f"study wall time            {wall:8.1f} s  (Tune fit {fit_wall:.1f} s, "
           f"Ray start {ray_started - start:.1f} s)")
     print(f"sum of training times      {train_wall:8.1f} s  -> ideal wall {train_wall / concurrent:.1f} s "
           f"with {concurrent} concurrent trials")
-    print(f"trial slots busy training  {train_wall / (fit_wall * concurrent):8.1%}  (of the Tune fit)")
-    print(f"machine CPU in training    {train_cpu / (busy1 - busy0):8.1%}  ({train_cpu:.0f} of {busy1 - busy0:.0f} "
-          "CPU-s used by all processes)")
-    print(f"cores busy training        {train_cpu / (wall * cores):8.1%}  (of {cores} cores over the whole study)")
+    slot_seconds = fit_wall * concurrent
+    print(f"trial slots busy training  {train_wall / slot_seconds:8.1%}  (of the Tune fit's {slot_seconds:.0f} slot-s; "
+          f"per trial {in_trainable / len(results):.1f} s in the trainable outside core.train, "
+          f"{(slot_seconds - train_wall - in_trainable) / len(results):.1f} s outside the trainable)")
+    print(f"study CPU in training      {train_cpu / study_cpu:8.1%}  ({train_cpu:.0f} of {study_cpu:.0f} CPU-s of "
+          "the driver, Ray and the trials)")
+    print(f"cores busy training        {train_cpu / (wall * cores):8.1%}  (train_cpu_s / (wall × {cores} cores); "
+          "lower when other processes share the machine)")
     if not args.no_baseline:
         base = baseline(configs, concurrent, threads)
         print(f"baseline: process pool     {base:8.1f} s  (same trainings, no Ray, no MLflow)")

@@ -9,3 +9,7 @@ class TrainingDiverged(RuntimeError):
         self.loss_name = loss_name
         self.value = value
         super().__init__(f"training diverged at iteration {iteration}: {loss_name} = {value}")
+
+    def __reduce__(self):
+        """Picklable with its fields, so it crosses process boundaries (Ray workers) intact."""
+        return (type(self), (self.iteration, self.loss_name, self.value))

@@ -10,7 +10,8 @@ arithmetic is arranged for speed (DESIGN.md §5):
 - every mixture term (MC KL, responsibilities, the regulariser) goes through `mixture_log_prob`, the quadratic form
   with a backward written from the responsibilities;
 - the decoder step reuses the encoder step's x̂ = D(z): the encoder's update does not touch D, so D(z.detach())
-  has the same value, and its retained graph gives the decoder's gradient;
+  has the same value, and its retained graph gives the decoder's gradient (a decoder with BatchNorm thus updates
+  its running statistics once less a step; train mode computes with the batch's, which are the same);
 - nets without BatchNorm (the 2D MLPs) encode x_f and x̂ (and decode their latents) in one concatenated pass;
   with BatchNorm (image nets) each batch keeps its own pass, as the batch statistics depend on it;
 - a term's decoder pass is skipped when its weight (γ_r) is zero.
@@ -90,12 +91,14 @@ class Game:
     def _make_optimizers(self) -> None:
         """Fresh Adam optimisers (fresh moments): at start and again when the VampPrior becomes a MoG."""
         c = self.config
+        # the fused kernel: one pass over a player's parameters (a third of the time of the per-tensor loop on CPU)
+        adam = {"betas": (0.9, 0.999), "fused": self.device.type in ("cpu", "cuda")}
         self.optimizers = {
-            "encoder": torch.optim.Adam(self.encoder.parameters(), lr=c.lr, betas=(0.9, 0.999)),
-            "decoder": torch.optim.Adam(self.decoder.parameters(), lr=c.lr, betas=(0.9, 0.999)),
+            "encoder": torch.optim.Adam(self.encoder.parameters(), lr=c.lr, **adam),
+            "decoder": torch.optim.Adam(self.decoder.parameters(), lr=c.lr, **adam),
         }
         if self.prior_parameters:
-            self.optimizers["prior"] = torch.optim.Adam(self.prior_parameters, lr=c.prior_lr, betas=(0.9, 0.999))
+            self.optimizers["prior"] = torch.optim.Adam(self.prior_parameters, lr=c.prior_lr, **adam)
 
     @property
     def prior_parameters(self) -> list[nn.Parameter]:

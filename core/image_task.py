@@ -79,6 +79,8 @@ class ImageTask:
             check_inception_weights(config.inception_weights)  # fail now, not after training
         if splits is None:
             splits = load_splits(config)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed image shapes: let cuDNN pick its fastest conv kernels
         self.config = config
         self.device = device
         self.image_shape = tuple(splits.train_images.shape[1:])
@@ -205,6 +207,8 @@ class ImageTask:
 
         A copy of the encoder first makes one pass over the train set in train mode (BatchNorm statistics refresh),
         then runs in eval mode. Probes fit on `probe_samples` train images (all when None), score on the test set.
+        The assignment entropy takes M = `mc_samples` posterior samples per test image (the paper: 100), batches of
+        `batch_size`.
         """
         c = self.config
         n_train = self.train_set.num_images

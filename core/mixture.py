@@ -9,6 +9,7 @@ parameter gradients as matmuls, so that the (N, K) matrix is written once and re
 """
 
 import math
+import weakref
 
 import torch
 
@@ -54,8 +55,9 @@ class _MixtureLogProb(torch.autograd.Function):
     and as G·Y = a' ⊙ (r·Y) + r·(b ⊙ Y) and Gᵀ·X = rᵀ·(a' ⊙ X) + b ⊙ (rᵀ·X), both are matmuls of r itself with
     skinny matrices: G is never formed.
 
-    On CPU the rows go in blocks of `CPU_BLOCK_ROWS`, so that each block's logits and responsibilities are still in
-    cache for the next operation: the (N, K) matrix is written once and read once more by the backward.
+    On CPU the rows go in blocks of about `CPU_BLOCK_ELEMENTS` logits, so that a block's logits and responsibilities
+    are still in cache for the next operation: the (N, K) matrix is written once and read once more by the backward.
+    It lives in a buffer lent by `_BufferPool`, which the pool gets back when this node is freed.
     """
 
     @staticmethod
@@ -65,10 +67,10 @@ class _MixtureLogProb(torch.autograd.Function):
         weights = torch.cat([-0.5 * precision, mu * precision], dim=1).T  # (2d, K)
         bias = log_w - 0.5 * ((mu * mu * precision).sum(1) + logvar.sum(1) + d * LOG_2PI)
         features = torch.cat([z * z, z], dim=1)  # (N, 2d)
-        responsibilities = z.new_empty(n, mu.shape[0])
+        responsibilities = _RESPONSIBILITY_BUFFERS.lend(ctx, (n, mu.shape[0]), z)
         log_p = z.new_empty(n)
         r_sum = torch.zeros_like(bias)
-        block = _block_rows(z)
+        block = _block_rows(z, mu.shape[0])
         logits = z.new_empty(min(block, n), mu.shape[0])
         for start in range(0, n, block):
             stop = min(start + block, n)
@@ -77,13 +79,15 @@ class _MixtureLogProb(torch.autograd.Function):
             torch.ops.aten._softmax.out(logits_block, 1, False, out=r_block)
             torch.sub(logits_block.amax(1), torch.log(r_block.amax(1)), out=log_p[start:stop])
             r_sum += r_block.sum(0)
-        ctx.save_for_backward(z, mu, precision, responsibilities)
+        ctx.save_for_backward(z, mu, precision)
+        ctx.responsibilities = responsibilities
         ctx.set_materialize_grads(False)
         return log_p, r_sum / n
 
     @staticmethod
     def backward(ctx, grad_log_p, grad_r_bar):
-        z, mu, precision, r = ctx.saved_tensors
+        z, mu, precision = ctx.saved_tensors
+        r = ctx.responsibilities
         n, d = z.shape
         need_z = ctx.needs_input_grad[0]
         need_params = any(ctx.needs_input_grad[1:])
@@ -98,7 +102,7 @@ class _MixtureLogProb(torch.autograd.Function):
         ry = z.new_empty(y.shape[1], n) if y is not None else None  # (r·y)ᵀ
         gx = z.new_zeros((2 if grad_r_bar is not None else 1) * (2 * d + 1), r.shape[1]) if need_params else None
         y_t = y.T.contiguous() if y is not None else None
-        block = _block_rows(z)
+        block = _block_rows(z, mu.shape[0])
         for start in range(0, n, block):
             stop = min(start + block, n)
             r_block = r[start:stop]
@@ -133,9 +137,34 @@ class _MixtureLogProb(torch.autograd.Function):
         return grad_z, grad_mu, grad_logvar, grad_log_w
 
 
-CPU_BLOCK_ROWS = 4096
+CPU_BLOCK_ELEMENTS = 4096 * 64  # 1 MiB of float32 logits: a block's logits and responsibilities stay in L2
 
 
-def _block_rows(z: torch.Tensor) -> int:
+def _block_rows(z: torch.Tensor, components: int) -> int:
     """Rows a block: cache-sized on CPU; on an accelerator one block (kernel launches cost more than traffic)."""
-    return CPU_BLOCK_ROWS if z.device.type == "cpu" else max(z.shape[0], 1)
+    if z.device.type != "cpu":
+        return max(z.shape[0], 1)
+    return max(CPU_BLOCK_ELEMENTS // components, 1)
+
+
+class _BufferPool:
+    """Reusable buffers for the responsibilities a node keeps from its forward to its backward.
+
+    A fresh (N, K) tensor a call (26 MB at N = 102,400, K = 64) is fresh memory from the OS each time, and touching
+    it the first time (page faults) costs about as much as the softmax that fills it. A buffer is lent to one
+    autograd node and comes back to the pool when that node is freed (after its backward, or with its graph), so a
+    training step reuses the same few buffers.
+    """
+
+    def __init__(self) -> None:
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+
+    def lend(self, owner: object, shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        key = (shape, like.dtype, like.device)
+        free = self.free.setdefault(key, [])
+        buffer = free.pop() if free else like.new_empty(shape)
+        weakref.finalize(owner, free.append, buffer)
+        return buffer
+
+
+_RESPONSIBILITY_BUFFERS = _BufferPool()

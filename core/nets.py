@@ -3,13 +3,18 @@
 import torch
 from torch import nn
 
+from core.linear import Linear
+
 
 def mlp(n_in: int, n_out: int, hidden: int = 256, hidden_layers: int = 4) -> nn.Sequential:
-    """Linear(in, 256)+ReLU, 3 x [Linear(256, 256)+ReLU], Linear(256, out): Soft-IntroVAE's 2D network."""
-    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.ReLU()]
+    """Linear(in, 256)+ReLU, 3 x [Linear(256, 256)+ReLU], Linear(256, out): Soft-IntroVAE's 2D network.
+
+    `Linear` is nn.Linear computed on oneDNN on CPU (core/linear.py): same parameters, values and gradients.
+    """
+    layers: list[nn.Module] = [Linear(n_in, hidden), nn.ReLU()]
     for _ in range(hidden_layers - 1):
-        layers += [nn.Linear(hidden, hidden), nn.ReLU()]
-    layers.append(nn.Linear(hidden, n_out))
+        layers += [Linear(hidden, hidden), nn.ReLU()]
+    layers.append(Linear(hidden, n_out))
     return nn.Sequential(*layers)
 
 

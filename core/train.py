@@ -38,6 +38,7 @@ class LossMonitor:
 
     def __init__(self, device: torch.device):
         self.device = device
+        self._indices: dict[tuple[str, ...], torch.Tensor] = {}
         self.reset()
         self.first_bad_step = torch.tensor(-1, device=device)
         self.first_bad_loss = torch.tensor(0, device=device)
@@ -51,8 +52,11 @@ class LossMonitor:
         for name, value in losses.items():
             self.sums[name] = self.sums.get(name, 0) + value.float()
             self.counts[name] = self.counts.get(name, 0) + 1
-        values = torch.stack([losses[n].float() for n in LOSS_NAMES if n in losses])
-        indices = torch.tensor([i for i, n in enumerate(LOSS_NAMES) if n in losses], device=self.device)
+        present = tuple(n for n in LOSS_NAMES if n in losses)
+        values = torch.stack([losses[n].float() for n in present])
+        if present not in self._indices:  # built once: a blocking host-to-GPU copy would sync every step
+            self._indices[present] = torch.tensor([LOSS_NAMES.index(n) for n in present], device=self.device)
+        indices = self._indices[present]
         bad = ~torch.isfinite(values)
         is_first = bad.any() & (self.first_bad_step < 0)
         which = bad.int().argmax()

@@ -2,7 +2,7 @@
 
 A space is plain data. Ablations are factorial grids (Tune's grid search) with seeds as one more axis; tuning
 spaces are Tune domains or an Optuna define-by-run function, searched by OptunaSearch (TPE) with ASHA early
-stopping. Every trial's configuration is `resolve_trial(trial_config)`: the dataset's budget defaults, then the
+stopping. Every trial's configuration is `resolve_trial(study, trial)`: the dataset's budget defaults, then the
 space's fixed keys and the user's `--set`, then the trial's variant and axes, then derived keys (β_neg = m·β_kl).
 The study constants (`StudyDesign.study_config`) and the trial config (its variant, axes, seed) are plain data,
 so a Ray worker needs no registry to rebuild the TrainConfig.
@@ -56,16 +56,8 @@ class SearchSpace:
     def searched(self) -> bool:
         return self.search is not None
 
-    @property
-    def axes(self) -> tuple[str, ...]:
-        """The keys a trial varies (not counting the seed)."""
-        keys = ([VARIANT] if self.variants else []) + list(self.grid)
-        if isinstance(self.search, Mapping):
-            keys += list(self.search)
-        return tuple(keys)
-
     def check(self) -> None:
-        """Structural checks that need no dataset: metric, mode, axes, derived keys."""
+        """Structural checks that need no dataset: metric, mode, grid or search, seeds, samples."""
         if self.metric not in METRICS:
             raise SpaceError(f"space {self.name!r}: unknown metric {self.metric!r} (expected: {', '.join(METRICS)})")
         if self.mode not in MODES:

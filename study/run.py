@@ -224,13 +224,15 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
         grace = base.warmup + base.eval_every if base.game_starts else base.eval_every
         scheduler = ASHAScheduler(time_attr="iteration", max_t=base.total_units,
                                   grace_period=min(grace, base.total_units), reduction_factor=2)
-        search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, seed=d.seeds[0])
+        search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.space.metric,
+                                  mode=d.space.mode, seed=d.seeds[0])
     return tune.Tuner(
         trainable,
         param_space=d.param_space(),
         tune_config=tune.TuneConfig(
             metric=d.space.metric, mode=d.space.mode, search_alg=search_alg, scheduler=scheduler,
             num_samples=d.samples if d.searched else 1, max_concurrent_trials=args.max_concurrent,
+            reuse_actors=True,  # a finished trial's process runs the next one: no new process, no re-imports
         ),
         run_config=tune.RunConfig(
             name=experiment_path.name,
@@ -243,7 +245,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
     )
 
 
-def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 5) -> str:
+def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 10) -> str:
     """Best configurations (mean over seeds for grids), failures, and where to look next."""
     metric, mode = d.space.metric, d.space.mode
     rows, failures = [], []

@@ -173,8 +173,9 @@ class TrialRun:
             return cls(mlflow, existing.info.run_id, max((m.step for m in history), default=-1))
         all_tags = {**study["tags"], "study_id": study["study_id"], "trial_id": trial_id, "trial_name": trial_name,
                     **tags}
-        module = setup_mlflow(config=params_of(params), tracking_uri=uri, experiment_id=study["experiment_id"],
-                              run_name=trial_name, tags=all_tags)
+        module = setup_mlflow(tracking_uri=uri, experiment_id=study["experiment_id"], run_name=trial_name,
+                              tags=all_tags)
+        module.log_params(params_of(params))  # one batch; setup_mlflow(config=...) logs them one by one
         return cls(module, module.active_run().info.run_id, -1)
 
     def log_report(self, report: Mapping[str, Any]) -> None:

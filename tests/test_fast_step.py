@@ -25,8 +25,10 @@ TOLERANCE = {"rtol": 1e-9, "atol": 1e-12}
 
 @pytest.fixture(autouse=True)
 def float64_and_small_blocks(monkeypatch):
-    """float64 everywhere; the mixture's CPU blocks small enough that every KL runs over several of them."""
-    monkeypatch.setattr(core.mixture, "CPU_BLOCK_ROWS", 300)
+    """float64 everywhere; the mixture's CPU blocks small enough that every KL runs over several of them. One thread:
+    these steps are small, and a second thread only waits on a busy machine."""
+    torch.set_num_threads(1)
+    monkeypatch.setattr(core.mixture, "CPU_BLOCK_ELEMENTS", 300 * 64)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -88,13 +90,13 @@ def test_warmup_step_matches_reference(prior, responsibility_weight):
 @pytest.mark.parametrize("responsibility_weight", [0.0, 10.0])
 @pytest.mark.parametrize("prior_with_encoder", [False, True])
 def test_game_step_matches_reference(prior, clip, responsibility_weight, prior_with_encoder):
-    """Encoder step, then decoder step, three iterations (Adam's moments included), every prior and switch."""
+    """Encoder step, then decoder step, two iterations (Adam's moments included), every prior and switch."""
     fast, reference, x = make_pair(
         prior=prior, clip=clip, responsibility_weight=responsibility_weight, prior_with_encoder=prior_with_encoder
     )
     enter_game(fast, reference)
     encoder_players = ("encoder", "prior") if prior_with_encoder else ("encoder",)
-    for seed in range(3):
+    for seed in range(2):
         (fast_logs, fast_latents), (reference_logs, reference_latents) = (
             same_seed(2 * seed, game.encoder_step, x) for game in (fast, reference)
         )
@@ -155,22 +157,27 @@ def test_batch_norm_nets_are_not_batched():
 
 
 def short_training(seed: int) -> dict:
+    """Warm-up at a high learning rate (the VAE learns 8gaussians in ~100 iterations), lowered before the VampPrior
+    becomes a MoG (fresh Adam moments at a high rate would wreck it), then a short game."""
     config = resolve_config(
-        "8gaussians", "smoke", seed=seed, iterations=300, warmup=120, mog_warmup=40, eval_every=300,
-        lr=1e-3, prior_lr=1e-3, lr_milestones=[10_000],
+        "8gaussians", "smoke", seed=seed, iterations=160, warmup=110, mog_warmup=20, eval_every=160,
+        eval_samples=5000, lr=2e-3, prior_lr=2e-3, lr_milestones=[85], beta_rec=1.0, beta_kl=0.05, beta_neg=0.1,
     )
     return train(config)
 
 
 @pytest.mark.filterwarnings("ignore")
 def test_short_training_ends_with_the_same_kl_as_the_reference(monkeypatch):
-    """Several seeds of a short 8gaussians run (float32, as in a study) with each step: the mean kl of the fast step is
-    within noise of the reference's (the runs start identical and drift apart only through rounding)."""
+    """Several seeds of a short 8gaussians run (float32, as in a study) with each step: the mean kl and final losses
+    of the fast step are within noise of the reference's (the runs start identical and drift apart through rounding,
+    which the game amplifies)."""
     torch.set_default_dtype(torch.float32)
     seeds = range(4)
-    fast = np.array([short_training(seed)["kl"] for seed in seeds])
+    fast = [short_training(seed) for seed in seeds]
     monkeypatch.setattr(core.train, "Game", ReferenceGame)
-    reference = np.array([short_training(seed)["kl"] for seed in seeds])
-    assert np.isfinite(fast).all() and np.isfinite(reference).all()
-    noise = math.sqrt((fast.var(ddof=1) + reference.var(ddof=1)) / len(seeds))
-    assert abs(fast.mean() - reference.mean()) <= 3 * noise + 0.05, (fast, reference)
+    reference = [short_training(seed) for seed in seeds]
+    for name in ("kl", "loss_encoder", "loss_decoder"):
+        a, b = np.array([r[name] for r in fast]), np.array([r[name] for r in reference])
+        assert np.isfinite(a).all() and np.isfinite(b).all(), name
+        noise = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / len(seeds))
+        assert abs(a.mean() - b.mean()) <= 3 * noise + 1e-3 * abs(b.mean()), (name, a, b)

@@ -24,10 +24,10 @@ def torch_mixture(mu, logvar, log_w) -> D.MixtureSameFamily:
     return D.MixtureSameFamily(D.Categorical(logits=log_w), components)
 
 
-@pytest.fixture(params=[10_000, 4], ids=["one-block", "blocks-of-4"])
+@pytest.fixture(params=[100_000, 16], ids=["one-block", "small-blocks"])
 def block_rows(request, monkeypatch):
-    """Run each test with the whole input in one block and with several blocks (the CPU path's loop)."""
-    monkeypatch.setattr(core.mixture, "CPU_BLOCK_ROWS", request.param)
+    """Run each test with the whole input in one block and with blocks of a few rows (the CPU path's loop)."""
+    monkeypatch.setattr(core.mixture, "CPU_BLOCK_ELEMENTS", request.param)
     return request.param
 
 

@@ -1,0 +1,125 @@
+"""Iterations/s of the fast game step (core.game.Game) against the literal reference step (core.reference_step),
+both measured in this run on this machine, and the peak memory of each.
+
+    python benchmarks/step_2d.py [--budget paper|quick] [--threads 2] [--rounds 3] [--steps 20] [--reference-steps 3]
+
+Cases: K = 64 (the paper's learnable prior: VampPrior during warm-up, then a free MoG with adaptive clipping) and
+K = 1 (N(0, I)); phases: warm-up (the β-VAE step) and game (encoder + decoder/prior updates). The config is the
+budget's 2D config on 8gaussians (paper: batch 512, M = 100). Every (case, phase, step) runs in a fresh subprocess
+(so peak memory is its own: resource.getrusage's max RSS, and its rise over the RSS before the first step); the
+rounds alternate fast and reference, and each reports the median over rounds of its median step time, so that
+load from other processes on the machine falls on both alike. Ratio = fast it/s ÷ reference it/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {"K=64 vamp→mog": "vamp_to_mog", "K=1 N(0,I)": "standard"}
+PHASES = ("warmup", "game")
+UNTIMED_STEPS = 2
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(step_kind: str, prior: str, phase: str, budget: str, threads: int, steps: int) -> dict:
+    """In this process: build the game, run UNTIMED_STEPS, then time `steps` steps one by one."""
+    import torch
+
+    from core.config import resolve_config
+    from core.game import Game
+    from core.reference_step import ReferenceGame
+    from core.tasks import make_task
+
+    torch.set_num_threads(threads)
+    config = resolve_config("8gaussians", budget, prior=prior)
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    task = make_task(config, device)
+    game = (Game if step_kind == "fast" else ReferenceGame)(config, task, device)
+    x = next(task.batches(0))
+    if phase == "game":
+        if config.converts_to_mog:
+            game.switch_to_mog()
+        game.start_game()
+    step = game.game_step if phase == "game" else game.warmup_step
+    setup_rss = _rss_mb()
+    for _ in range(UNTIMED_STEPS):
+        step(x)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step(x)
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": statistics.median(times), "peak_mb": peak, "step_mb": max(0.0, peak - setup_rss),
+            "batch": config.batch_size, "mc": config.mc_samples}
+
+
+def run_in_subprocess(**kwargs) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(kwargs)], capture_output=True, text=True,
+                         env=env, cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {kwargs} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", default="paper", choices=["paper", "quick", "smoke"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of the fast step a round")
+    parser.add_argument("--reference-steps", type=int, default=3, help="timed steps of the reference step a round")
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(**json.loads(args.worker))))
+        return
+
+    load = os.getloadavg()[0]
+    results: dict[tuple[str, str, str], list[dict]] = {}
+    for round_index in range(args.rounds):
+        order = ("fast", "reference") if round_index % 2 == 0 else ("reference", "fast")
+        for case in args.cases:
+            for phase in PHASES:
+                for kind in order:
+                    steps = args.steps if kind == "fast" else args.reference_steps
+                    result = run_in_subprocess(step_kind=kind, prior=CASES[case], phase=phase, budget=args.budget,
+                                               threads=args.threads, steps=steps)
+                    results.setdefault((case, phase, kind), []).append(result)
+        print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
+
+    first = next(iter(results.values()))[0]
+    print(f"8gaussians, budget {args.budget} (batch {first['batch']}, M {first['mc']}), {args.threads} thread(s), "
+          f"{args.rounds} rounds; load average at start {load:.2f} on {os.cpu_count()} CPUs")
+    header = (f"{'case':15s} {'phase':7s} {'fast it/s':>10s} {'ref it/s':>9s} {'fast/ref':>9s} "
+              f"{'fast peak MB':>13s} {'ref peak MB':>12s} {'fast step MB':>13s} {'ref step MB':>12s}")
+    print(header)
+    print("-" * len(header))
+    for case in args.cases:
+        for phase in PHASES:
+            fast, ref = results[(case, phase, "fast")], results[(case, phase, "reference")]
+            fast_its = 1 / statistics.median(r["seconds"] for r in fast)
+            ref_its = 1 / statistics.median(r["seconds"] for r in ref)
+            print(f"{case:15s} {phase:7s} {fast_its:10.2f} {ref_its:9.2f} {fast_its / ref_its:8.1f}× "
+                  f"{max(r['peak_mb'] for r in fast):13.0f} {max(r['peak_mb'] for r in ref):12.0f} "
+                  f"{max(r['step_mb'] for r in fast):13.0f} {max(r['step_mb'] for r in ref):12.0f}")
+
+
+if __name__ == "__main__":
+    main()
