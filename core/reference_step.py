@@ -40,24 +40,16 @@ def literal_kl(
 
 
 class ReferenceGame(Game):
-    """`Game` with the literal steps: same players, optimisers, schedule and randomness."""
+    """`Game` with the literal steps: same players, optimisers, schedule and randomness. The warm-up step is
+    `Game`'s own (one encoder, one decoder pass: nothing there to share or batch) with the literal KL."""
 
-    def literal_kl(self, mu, logvar, prior: Mixture, eps) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def kl(self, mu, logvar, prior: Mixture, eps=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The literal KL and the (B·M, K) responsibilities (`Game.kl` gives their mean)."""
         if self.config.kl_estimator == "analytic":
             return kl_standard_normal(mu, logvar), None
+        if eps is None:
+            eps = self._normal(mu.shape[0], self.config.mc_samples, mu.shape[1], like=mu)
         return literal_kl(mu, logvar, prior, eps)
-
-    def warmup_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        c = self.config
-        noise = self.draw_warmup_noise(x)
-        mu, logvar = self.encoder(x)
-        z = mu + noise.z * torch.exp(0.5 * logvar)
-        rec = reconstruction_error(x, self.decoder(z)).mean()
-        kl = self.literal_kl(mu, logvar, self.prior.mixture(with_grad=True), noise.kl)[0].mean()
-        loss = c.beta_rec * rec + c.beta_kl * kl
-        self._step(loss, list(self.optimizers))
-        loss = loss.detach()
-        return {"loss_encoder": loss, "loss_decoder": loss, "rec": rec.detach(), "kl_real": kl.detach()}
 
     def encoder_step(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         c, scale = self.config, self.task.scale
@@ -70,7 +62,7 @@ class ReferenceGame(Game):
         z = mu + noise.z * torch.exp(0.5 * logvar)
         x_hat = self.decoder(z)
         rec = reconstruction_error(x, x_hat)
-        kl_real, responsibilities = self.literal_kl(
+        kl_real, responsibilities = self.kl(
             mu, logvar, self.prior.mixture(with_grad=prior_steps_here), noise.kl_real
         )
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
@@ -82,10 +74,10 @@ class ReferenceGame(Game):
         mc_f, mc_r = (None, None) if noise.kl_fake_rec is None else (noise.kl_fake_rec[:b], noise.kl_fake_rec[b:])
         mu_f, logvar_f = self.encoder(x_fake)
         rec_f = reconstruction_error(x_fake, self.decoder(mu_f + eps_f * torch.exp(0.5 * logvar_f)))
-        kl_f, _ = self.literal_kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)
+        kl_f, _ = self.kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)
         mu_r, logvar_r = self.encoder(x_hat.detach())
         rec_r = reconstruction_error(x_hat.detach(), self.decoder(mu_r + eps_r * torch.exp(0.5 * logvar_r)))
-        kl_r, _ = self.literal_kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)
+        kl_r, _ = self.kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)
 
         # lossE_fake = (1/α)·(mean exp(−α·scale·(β_rec·rec_f + β_neg·KL_f)) + the same for x̂)/2
         exp_elbo_f = exp_elbo(rec_f, kl_f, c.alpha, scale, c.beta_rec, c.beta_neg)
@@ -97,7 +89,7 @@ class ReferenceGame(Game):
         if self.regularizer_on:
             if noise.regularizer is not None:
                 prior = self.prior.mixture(with_grad=prior_steps_here)
-                _, responsibilities = self.literal_kl(mu, logvar, prior, noise.regularizer)
+                _, responsibilities = self.kl(mu, logvar, prior, noise.regularizer)
             loss = loss + scale * c.responsibility_weight * responsibility_regularizer(responsibilities)
         self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"])
         logs = {"loss_encoder": loss.detach(), "rec": rec.mean().detach(), "kl_real": kl_real.mean().detach(),
@@ -126,10 +118,10 @@ class ReferenceGame(Game):
         rec_f = reconstruction_error(x_fake.detach(), self.decoder(z_f.detach())).mean()
 
         # KL_r, KL_f against the detached prior; KL_real of the detached encoder outputs against the prior
-        kl_r = self.literal_kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)[0].mean()
-        kl_f = self.literal_kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)[0].mean()
+        kl_r = self.kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)[0].mean()
+        kl_f = self.kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)[0].mean()
         prior = self.prior.mixture(with_grad=prior_steps_here)
-        kl_real = self.literal_kl(mu.detach(), logvar.detach(), prior, noise.kl_real)[0].mean()
+        kl_real = self.kl(mu.detach(), logvar.detach(), prior, noise.kl_real)[0].mean()
 
         # lossD = scale·(β_rec·rec + β_kl·KL_real + γ·β_kl·(KL_r + KL_f)/2 + γ·γ_r·β_rec·(rec_r + rec_f)/2), γ = 1
         loss = scale * (

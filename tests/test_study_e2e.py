@@ -33,6 +33,8 @@ def child_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", MLFLOW_DISABLE_TELEMETRY="true",
                MPLCONFIGDIR=str(tmp_path / "mpl"), RAY_USAGE_STATS_ENABLED="0")
+    # as with an activated venv: the job's `python` (ray job submit's entrypoint) is the project's
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     return env
 
 
