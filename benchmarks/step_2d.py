@@ -2,6 +2,7 @@
 both measured in this run on this machine, and the peak memory of each.
 
     python benchmarks/step_2d.py [--budget paper|quick] [--threads 2] [--rounds 3] [--steps 20] [--reference-steps 3]
+                                 [--torch-nets]
 
 Cases: K = 64 (the paper's learnable prior: VampPrior during warm-up, then a free MoG with adaptive clipping) and
 K = 1 (N(0, I)); phases: warm-up (the β-VAE step) and game (encoder + decoder/prior updates). The config is the
@@ -9,6 +10,11 @@ budget's 2D config on 8gaussians (paper: batch 512, M = 100). Every (case, phase
 (so peak memory is its own: resource.getrusage's max RSS, and its rise over the RSS before the first step); the
 rounds alternate fast and reference, and each reports the median over rounds of its median step time, so that
 load from other processes on the machine falls on both alike. Ratio = fast it/s ÷ reference it/s.
+
+Both steps run the same nets, whose Linear layers compute on oneDNN (core/linear.py); `--torch-nets` adds a run of
+each step with torch's own Linear (MKL), the nets the paper's code runs, to separate the step's gain from the nets'.
+On a machine shared with other processes, 2 threads want OMP_WAIT_POLICY=PASSIVE (OpenMP threads that spin while
+waiting for a descheduled partner make every parallel op wait a time slice; 1 thread does not care).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"K=64 vamp→mog": "vamp_to_mog", "K=1 N(0,I)": "standard"}
 PHASES = ("warmup", "game")
-UNTIMED_STEPS = 2
+UNTIMED_STEPS = 5
 
 
 def _rss_mb() -> float:
@@ -34,16 +40,18 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(step_kind: str, prior: str, phase: str, budget: str, threads: int, steps: int) -> dict:
+def measure(step_kind: str, prior: str, phase: str, budget: str, threads: int, steps: int, nets: str) -> dict:
     """In this process: build the game, run UNTIMED_STEPS, then time `steps` steps one by one."""
     import torch
 
+    import core.linear
     from core.config import resolve_config
     from core.game import Game
     from core.reference_step import ReferenceGame
     from core.tasks import make_task
 
     torch.set_num_threads(threads)
+    core.linear.ONEDNN = core.linear.ONEDNN and nets == "onednn"
     config = resolve_config("8gaussians", budget, prior=prior)
     torch.manual_seed(0)
     device = torch.device("cpu")
@@ -85,6 +93,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps of the fast step a round")
     parser.add_argument("--reference-steps", type=int, default=3, help="timed steps of the reference step a round")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--torch-nets", action="store_true", help="also time both steps with torch's own Linear")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -92,33 +101,37 @@ def main() -> None:
         return
 
     load = os.getloadavg()[0]
-    results: dict[tuple[str, str, str], list[dict]] = {}
+    all_nets = ("onednn", "torch") if args.torch_nets else ("onednn",)
+    results: dict[tuple[str, str, str, str], list[dict]] = {}
     for round_index in range(args.rounds):
         order = ("fast", "reference") if round_index % 2 == 0 else ("reference", "fast")
         for case in args.cases:
             for phase in PHASES:
-                for kind in order:
-                    steps = args.steps if kind == "fast" else args.reference_steps
-                    result = run_in_subprocess(step_kind=kind, prior=CASES[case], phase=phase, budget=args.budget,
-                                               threads=args.threads, steps=steps)
-                    results.setdefault((case, phase, kind), []).append(result)
+                for nets in all_nets:
+                    for kind in order:
+                        steps = args.steps if kind == "fast" else args.reference_steps
+                        result = run_in_subprocess(step_kind=kind, prior=CASES[case], phase=phase,
+                                                   budget=args.budget, threads=args.threads, steps=steps, nets=nets)
+                        results.setdefault((case, phase, nets, kind), []).append(result)
         print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
 
     first = next(iter(results.values()))[0]
     print(f"8gaussians, budget {args.budget} (batch {first['batch']}, M {first['mc']}), {args.threads} thread(s), "
-          f"{args.rounds} rounds; load average at start {load:.2f} on {os.cpu_count()} CPUs")
-    header = (f"{'case':15s} {'phase':7s} {'fast it/s':>10s} {'ref it/s':>9s} {'fast/ref':>9s} "
+          f"{args.rounds} rounds; load average at start {load:.2f} on {os.cpu_count()} CPUs; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    header = (f"{'case':15s} {'phase':7s} {'nets':7s} {'fast it/s':>10s} {'ref it/s':>9s} {'fast/ref':>9s} "
               f"{'fast peak MB':>13s} {'ref peak MB':>12s} {'fast step MB':>13s} {'ref step MB':>12s}")
     print(header)
     print("-" * len(header))
     for case in args.cases:
         for phase in PHASES:
-            fast, ref = results[(case, phase, "fast")], results[(case, phase, "reference")]
-            fast_its = 1 / statistics.median(r["seconds"] for r in fast)
-            ref_its = 1 / statistics.median(r["seconds"] for r in ref)
-            print(f"{case:15s} {phase:7s} {fast_its:10.2f} {ref_its:9.2f} {fast_its / ref_its:8.1f}× "
-                  f"{max(r['peak_mb'] for r in fast):13.0f} {max(r['peak_mb'] for r in ref):12.0f} "
-                  f"{max(r['step_mb'] for r in fast):13.0f} {max(r['step_mb'] for r in ref):12.0f}")
+            for nets in all_nets:
+                fast, ref = results[(case, phase, nets, "fast")], results[(case, phase, nets, "reference")]
+                fast_its = 1 / statistics.median(r["seconds"] for r in fast)
+                ref_its = 1 / statistics.median(r["seconds"] for r in ref)
+                print(f"{case:15s} {phase:7s} {nets:7s} {fast_its:10.2f} {ref_its:9.2f} {fast_its / ref_its:8.1f}× "
+                      f"{max(r['peak_mb'] for r in fast):13.0f} {max(r['peak_mb'] for r in ref):12.0f} "
+                      f"{max(r['step_mb'] for r in fast):13.0f} {max(r['step_mb'] for r in ref):12.0f}")
 
 
 if __name__ == "__main__":

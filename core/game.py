@@ -149,10 +149,11 @@ class Game:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.encoder.load_state_dict(state["encoder"])
-        self.decoder.load_state_dict(state["decoder"])
+        # switch first: the switch runs E(u), which moves BatchNorm statistics that the encoder's state then sets
         if state["is_mog_switched"] and not self.is_mog_switched:
             self.switch_to_mog()
+        self.encoder.load_state_dict(state["encoder"])
+        self.decoder.load_state_dict(state["decoder"])
         self.prior.load_state_dict(state["prior"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])

@@ -41,7 +41,8 @@ def mixture_log_prob(
     ℓ_nk = log w_k + log N(z_n; μ_k, diag σ²_k); z (N, z), mu and logvar (K, z), log_w (K,) -> (N,), (K,).
     Equal in value and gradient to `torch.logsumexp(mixture_logits(...), 1)` and `softmax(...).mean(0)`.
     """
-    return _MixtureLogProb.apply(z, mu, logvar, log_w)
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (z, mu, logvar, log_w))
+    return _MixtureLogProb.apply(z, mu, logvar, log_w, keep)
 
 
 class _MixtureLogProb(torch.autograd.Function):
@@ -57,31 +58,37 @@ class _MixtureLogProb(torch.autograd.Function):
 
     On CPU the rows go in blocks of about `CPU_BLOCK_ELEMENTS` logits, so that a block's logits and responsibilities
     are still in cache for the next operation: the (N, K) matrix is written once and read once more by the backward.
-    It lives in a buffer lent by `_BufferPool`, which the pool gets back when this node is freed.
+    It lives in a buffer lent by `_BufferPool`, which the pool gets back when this node is freed; without a backward
+    to come (`keep` False: no grad mode, or no input needing one) a block-sized scratch buffer serves every block.
     """
 
     @staticmethod
-    def forward(ctx, z, mu, logvar, log_w):
+    def forward(ctx, z, mu, logvar, log_w, keep):
         n, d = z.shape
         precision = torch.exp(-logvar)
         weights = torch.cat([-0.5 * precision, mu * precision], dim=1).T  # (2d, K)
         bias = log_w - 0.5 * ((mu * mu * precision).sum(1) + logvar.sum(1) + d * LOG_2PI)
         features = torch.cat([z * z, z], dim=1)  # (N, 2d)
-        responsibilities = _RESPONSIBILITY_BUFFERS.lend(ctx, (n, mu.shape[0]), z)
         log_p = z.new_empty(n)
         r_sum = torch.zeros_like(bias)
         block = _block_rows(z, mu.shape[0])
         logits = z.new_empty(min(block, n), mu.shape[0])
+        if keep:
+            responsibilities = _RESPONSIBILITY_BUFFERS.lend(ctx, (n, mu.shape[0]), z)
+        else:
+            scratch = torch.empty_like(logits)
         for start in range(0, n, block):
             stop = min(start + block, n)
-            logits_block, r_block = logits[: stop - start], responsibilities[start:stop]
+            logits_block = logits[: stop - start]
+            r_block = responsibilities[start:stop] if keep else scratch[: stop - start]
             torch.addmm(bias, features[start:stop], weights, out=logits_block)
             torch.ops.aten._softmax.out(logits_block, 1, False, out=r_block)
             torch.sub(logits_block.amax(1), torch.log(r_block.amax(1)), out=log_p[start:stop])
             r_sum += r_block.sum(0)
-        ctx.save_for_backward(z, mu, precision)
-        ctx.responsibilities = responsibilities
-        ctx.set_materialize_grads(False)
+        if keep:
+            ctx.save_for_backward(z, mu, precision)
+            ctx.responsibilities = responsibilities
+            ctx.set_materialize_grads(False)
         return log_p, r_sum / n
 
     @staticmethod
@@ -134,10 +141,10 @@ class _MixtureLogProb(torch.autograd.Function):
             grad_log_w = s
             grad_mu = precision * (gz - mu * s_col)
             grad_logvar = 0.5 * precision * (gz2 - 2 * mu * gz + mu * mu * s_col) - 0.5 * s_col
-        return grad_z, grad_mu, grad_logvar, grad_log_w
+        return grad_z, grad_mu, grad_logvar, grad_log_w, None
 
 
-CPU_BLOCK_ELEMENTS = 4096 * 64  # 1 MiB of float32 logits: a block's logits and responsibilities stay in L2
+CPU_BLOCK_ELEMENTS = 8192 * 64  # 2 MiB of float32 logits: a block's logits and responsibilities stay in cache
 
 
 def _block_rows(z: torch.Tensor, components: int) -> int:

@@ -28,15 +28,20 @@ def literal_kl(
     mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """KL ≈ mean over z_m = mu + ε_m·σ of [log q(z_m|x) − log Σ_k w_k·N(z_m; μ_k, σ²_k)], per sample (B,), and the
-    responsibilities r_k(z) = w_k·N(z; μ_k, σ²_k) / Σ_j w_j·N(z; μ_j, σ²_j) of all B·M samples (B·M, K)."""
+    joint log-densities log w_k + log N(z; μ_k, σ²_k) of all B·M samples (K, B·M), whose softmax over k is the
+    responsibilities (`responsibilities`; computed only where a term uses them)."""
     b, m, d = eps.shape
     mu_, logvar_ = mu.unsqueeze(1), logvar.unsqueeze(1)
     z = mu_ + eps * torch.exp(0.5 * logvar_)
     log_q = (-0.5 * (LOG_2PI + logvar_ + (z - mu_) ** 2 / torch.exp(logvar_))).sum(-1)  # q at its own samples
     joint = per_dimension_log_densities(z.reshape(b * m, d), prior.mu, prior.logvar).sum(-1) + prior.log_w[:, None]
     log_p = torch.logsumexp(joint, dim=0).reshape(b, m)
-    responsibilities = torch.softmax(joint, dim=0).T
-    return (log_q - log_p).mean(1), responsibilities
+    return (log_q - log_p).mean(1), joint
+
+
+def responsibilities(joint: torch.Tensor) -> torch.Tensor:
+    """r_k(z) = w_k·N(z; μ_k, σ²_k) / Σ_j w_j·N(z; μ_j, σ²_j) from the joint log-densities (K, N) -> (N, K)."""
+    return torch.softmax(joint, dim=0).T
 
 
 class ReferenceGame(Game):
@@ -44,7 +49,7 @@ class ReferenceGame(Game):
     `Game`'s own (one encoder, one decoder pass: nothing there to share or batch) with the literal KL."""
 
     def kl(self, mu, logvar, prior: Mixture, eps=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The literal KL and the (B·M, K) responsibilities (`Game.kl` gives their mean)."""
+        """The literal KL and the samples' joint log-densities (K, B·M) (`Game.kl` gives the mean responsibility)."""
         if self.config.kl_estimator == "analytic":
             return kl_standard_normal(mu, logvar), None
         if eps is None:
@@ -62,7 +67,7 @@ class ReferenceGame(Game):
         z = mu + noise.z * torch.exp(0.5 * logvar)
         x_hat = self.decoder(z)
         rec = reconstruction_error(x, x_hat)
-        kl_real, responsibilities = self.kl(
+        kl_real, joint = self.kl(
             mu, logvar, self.prior.mixture(with_grad=prior_steps_here), noise.kl_real
         )
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
@@ -89,8 +94,8 @@ class ReferenceGame(Game):
         if self.regularizer_on:
             if noise.regularizer is not None:
                 prior = self.prior.mixture(with_grad=prior_steps_here)
-                _, responsibilities = self.kl(mu, logvar, prior, noise.regularizer)
-            loss = loss + scale * c.responsibility_weight * responsibility_regularizer(responsibilities)
+                _, joint = self.kl(mu, logvar, prior, noise.regularizer)
+            loss = loss + scale * c.responsibility_weight * responsibility_regularizer(responsibilities(joint))
         self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"])
         logs = {"loss_encoder": loss.detach(), "rec": rec.mean().detach(), "kl_real": kl_real.mean().detach(),
                 "kl_fake": kl_f.mean().detach()}

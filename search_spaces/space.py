@@ -56,6 +56,14 @@ class SearchSpace:
     def searched(self) -> bool:
         return self.search is not None
 
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The keys a trial varies (not counting the seed): what analysis groups ablation tables by."""
+        keys = ([VARIANT] if self.variants else []) + list(self.grid)
+        if isinstance(self.search, Mapping):
+            keys += list(self.search)
+        return tuple(keys)
+
     def check(self) -> None:
         """Structural checks that need no dataset: metric, mode, grid or search, seeds, samples."""
         if self.metric not in METRICS:

@@ -76,6 +76,15 @@ def test_resume_after_the_first_epoch_is_exact(digits_run):
     _assert_same_parameters(digits_run["states"][2], resumed[2])
 
 
+def test_resume_after_the_switch_to_a_mog_keeps_batchnorm_statistics():
+    """Resuming a MoG checkpoint must not rerun E(u) over the loaded encoder (it would move BatchNorm stats)."""
+    config = smoke(mog_warmup=1)  # the switch happens at unit 0, so the unit-1 checkpoint holds a MoG
+    states, resumed = {}, {}
+    train(config, on_checkpoint=lambda s: states.__setitem__(s["unit"], s), checkpoint_every=1)
+    train(config, resume=states[1], on_checkpoint=lambda s: resumed.__setitem__(s["unit"], s), checkpoint_every=1)
+    _assert_same_parameters(states[2], resumed[2])
+
+
 def test_evaluation_leaves_training_untouched():
     """The final evaluation (classifier, probes with a BatchNorm refresh, sampling) changes no state of training."""
     config = smoke(fid_samples=20)
