@@ -53,8 +53,8 @@ class _MixtureLogProb(torch.autograd.Function):
     With Y = [μσ⁻², σ⁻²] and X = [z, z², 1], everything needed is G·Y (for z) and Gᵀ·X (for μ, log σ², log w):
       ∂z = (G·Y)[:, :z] − z ⊙ (G·Y)[:, z:],   ∂log w = s,   ∂μ = σ⁻² ⊙ (Gᵀz − μ·s),
       ∂log σ² = ½·σ⁻² ⊙ (Gᵀz² − 2μ ⊙ Gᵀz + μ²·s) − ½·s,   s = Gᵀ1,
-    and as G·Y = a' ⊙ (r·Y) + r·(b ⊙ Y) and Gᵀ·X = rᵀ·(a' ⊙ X) + b ⊙ (rᵀ·X), both are matmuls of r itself with
-    skinny matrices: G is never formed.
+    Without the r̄ term (the KL's case) G = a ⊙ r is never formed: G·Y = a ⊙ (r·Y) and Gᵀ·X = rᵀ·(a ⊙ X) are
+    matmuls of r itself with skinny matrices; with it, G is formed block by block, in cache.
 
     On CPU the rows go in blocks of about `CPU_BLOCK_ELEMENTS` logits, so that a block's logits and responsibilities
     are still in cache for the next operation: the (N, K) matrix is written once and read once more by the backward.
@@ -99,49 +99,44 @@ class _MixtureLogProb(torch.autograd.Function):
         need_z = ctx.needs_input_grad[0]
         need_params = any(ctx.needs_input_grad[1:])
         a = grad_log_p if grad_log_p is not None else z.new_zeros(n)
+        b = grad_r_bar / n if grad_r_bar is not None else None
         y = torch.cat([mu * precision, precision], dim=1)  # (K, 2d)
-        if grad_r_bar is not None:
-            b = grad_r_bar / n
-            y = torch.cat([y, b.unsqueeze(1) * y, b.unsqueeze(1)], dim=1)  # (K, 4d + 1); its last column gives r·b
-        elif not need_z:
-            y = None
-        x = torch.cat([z, z * z, z.new_ones(n, 1)], dim=1) if need_params else None  # (N, 2d + 1)
-        ry = z.new_empty(y.shape[1], n) if y is not None else None  # (r·y)ᵀ
-        gx = z.new_zeros((2 if grad_r_bar is not None else 1) * (2 * d + 1), r.shape[1]) if need_params else None
-        y_t = y.T.contiguous() if y is not None else None
+        y_t = y.T.contiguous()
+        grad_z = z.new_empty(n, d) if need_z else None
+        gx = z.new_zeros(2 * d + 1, r.shape[1]) if need_params else None  # [Gᵀz, Gᵀz², Gᵀ1]ᵀ
         block = _block_rows(z, mu.shape[0])
         for start in range(0, n, block):
             stop = min(start + block, n)
-            r_block = r[start:stop]
-            a_block = a[start:stop]
-            if y_t is not None:
-                torch.mm(y_t, r_block.T, out=ry[:, start:stop])
-                if grad_r_bar is not None:
-                    a_block = a_block - ry[-1, start:stop]
-            if need_params:
-                x_block = x[start:stop]
-                lhs = a_block.unsqueeze(1) * x_block
-                if grad_r_bar is not None:
-                    lhs = torch.cat([lhs, x_block], dim=1)
-                gx.addmm_(lhs.T, r_block)
-
-        grad_z = None
-        if need_z:
-            if grad_r_bar is not None:
-                gy = (a - ry[-1]) * ry[: 2 * d] + ry[2 * d : 4 * d]  # (2d, N)
+            r_block, a_block, z_block = r[start:stop], a[start:stop], z[start:stop]
+            if b is None:  # G = a ⊙ r: scale the skinny side instead
+                g_block, row_scale = r_block, a_block.unsqueeze(1)
             else:
-                gy = a * ry
-            grad_z = (gy[:d] - z.T * gy[d:]).T
+                g_block, row_scale = r_block * ((a_block - r_block @ b).unsqueeze(1) + b), None
+            if need_z:
+                gy = _times(g_block, y, y_t)
+                if row_scale is not None:
+                    gy = row_scale * gy
+                torch.sub(gy[:, :d], z_block * gy[:, d:], out=grad_z[start:stop])
+            if need_params:
+                x_block = torch.cat([z_block, z_block * z_block, z_block.new_ones(stop - start, 1)], dim=1)
+                if row_scale is not None:
+                    x_block = row_scale * x_block
+                gx.addmm_(x_block.T, g_block)
+
         grad_mu = grad_logvar = grad_log_w = None
         if need_params:
-            if grad_r_bar is not None:
-                gx = gx[: 2 * d + 1] + b * gx[2 * d + 1 :]
             gz, gz2, s = gx[:d].T, gx[d : 2 * d].T, gx[2 * d]
             s_col = s.unsqueeze(1)
             grad_log_w = s
             grad_mu = precision * (gz - mu * s_col)
             grad_logvar = 0.5 * precision * (gz2 - 2 * mu * gz + mu * mu * s_col) - 0.5 * s_col
         return grad_z, grad_mu, grad_logvar, grad_log_w, None
+
+
+def _times(m: torch.Tensor, y: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
+    """m·y for an (N, K) m and a skinny (K, c) y. With few columns BLAS is several times faster computing (yᵀ·mᵀ)ᵀ
+    (a short, wide product) than m·y (a tall one with c = 4 outputs a row); the result is then a transposed view."""
+    return torch.mm(y_t, m.T).T if y.shape[1] < 16 else m @ y
 
 
 CPU_BLOCK_ELEMENTS = 8192 * 64  # 2 MiB of float32 logits: a block's logits and responsibilities stay in cache
