@@ -14,7 +14,7 @@ import torch
 from core.config import TrainConfig
 from core.data.toy2d import grid_scale, sample_toy2d
 from core.figures import plot_2d_run
-from core.losses import kl_monte_carlo, reconstruction_error
+from core.losses import kl_and_mean_responsibility, reconstruction_error
 from core.metrics.density import gnelbo, histogram_jsd, histogram_kl, neg_elbo_grid, sample_entropy_kl
 from core.nets import MLPDecoder, MLPEncoder
 
@@ -77,10 +77,8 @@ class ToyTask:
         def neg_elbo(x: torch.Tensor) -> torch.Tensor:
             mu, logvar = game.encoder(x)
             rec = reconstruction_error(x, game.decoder(mu))
-            logvar = logvar.clamp(min=-80)
-            z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
-            log_q = -0.5 * (np.log(2 * np.pi) + logvar.unsqueeze(1) + eps * eps).sum(-1)
-            return rec + kl_monte_carlo(z, log_q, prior)
+            shared = eps.expand(x.shape[0], -1, -1)
+            return rec + kl_and_mean_responsibility(mu, logvar.clamp(min=-80), prior, shared)[0]
 
         return neg_elbo
 
