@@ -42,12 +42,6 @@ def mixture_terms(z: torch.Tensor, prior: Mixture) -> tuple[torch.Tensor, torch.
     return log_p.reshape(z.shape[:-1]), torch.softmax(logits, dim=1)
 
 
-def kl_monte_carlo(z: torch.Tensor, log_q: torch.Tensor, prior: Mixture) -> torch.Tensor:
-    """Per-sample KL(q(z|x) ‖ p(z)) ≈ mean over M samples of [log q(z|x) − log p(z)], z (B, M, z) -> (B,)."""
-    log_p, _ = mixture_log_prob(z.reshape(-1, z.shape[-1]), *prior)
-    return (log_q - log_p.reshape(log_q.shape)).mean(1)
-
-
 def kl_and_mean_responsibility(
     mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
