@@ -31,6 +31,15 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (expected true or false)")
 
 
+def _parse_int_list(text: str) -> list[int]:
+    """'0,80,120' -> [0, 80, 120]; '' -> []."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        message = f"{text!r} is not a comma-separated list of integers (e.g. 0,80,120)"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def _parse_value(text: str):
     """A --set value: JSON when it parses (numbers, true/false, lists), else the plain string."""
     try:
@@ -51,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(TrainConfig):
         if field.name in ("dataset", "extra", "lr_milestones"):
             continue
-        kind = next((t for t in (bool, int, float, str) if t.__name__ in str(hints[field.name])), str)
+        hint = str(hints[field.name])
+        kind = next((t for t in (bool, int, float, str) if t.__name__ in hint), str)
+        parse = _parse_int_list if hint.startswith("tuple") else PARSERS[kind]  # --metric-epochs 0,80,120
         switch = {"nargs": "?", "const": True} if kind is bool else {}  # a bare --download means true
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=PARSERS[kind], default=None,
-                            **switch)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=parse, default=None, **switch)
     return parser
 
 

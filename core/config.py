@@ -21,6 +21,8 @@ KL_ESTIMATORS = ("mc", "analytic")
 PROTOCOLS = ("clean", "paper")
 PRECISIONS = ("fp32", "bf16")
 BUDGETS = ("smoke", "quick", "paper")
+# The paper scores its image models at the start of these epochs (the model after the last epoch is never scored).
+PAPER_METRIC_EPOCHS = (0, 80, 120, 160, 200, 219)
 
 
 class ConfigError(ValueError):
@@ -64,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     eval_every: int = 1_000
+    metric_epochs: tuple[int, ...] = ()
     eval_samples: int = 5_000
     gnelbo_grid: int = 1_024
     gnelbo_batches: int = 100
@@ -105,6 +108,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lr_milestones"] = list(self.lr_milestones)
+        d["metric_epochs"] = list(self.metric_epochs)
         return d
 
     @classmethod
@@ -116,6 +120,8 @@ class TrainConfig:
         values = dict(values)
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(int(m) for m in values["lr_milestones"])
+        if isinstance(values.get("metric_epochs"), list):
+            values["metric_epochs"] = tuple(values["metric_epochs"])
         config = cls(**values)
         config.validate()
         return config
@@ -177,8 +183,31 @@ class TrainConfig:
                 )
         if any(m < 0 for m in self.lr_milestones):
             raise ConfigError(f"lr_milestones = {list(self.lr_milestones)} must be non-negative")
+        self._validate_metric_epochs()
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device = {self.device!r} (expected auto, cpu, cuda or cuda:N)")
+
+
+    def _validate_metric_epochs(self) -> None:
+        """Epochs (counted as completed epochs: 0 is the untrained model) at which every image metric is computed;
+        the `paper` protocol reports the best of them, so it needs at least one."""
+        epochs = self.metric_epochs
+        if not isinstance(epochs, tuple):
+            raise ConfigError(f"metric_epochs = {epochs!r} is not a list of epochs (e.g. [0, 80, 120])")
+        if epochs and not self.is_image:
+            raise ConfigError(f"metric_epochs = {list(epochs)} applies to image datasets only ({self.dataset!r} is "
+                              "2D: its kl and jsd are computed at every evaluation); expected []")
+        for e in epochs:
+            if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= self.epochs:
+                raise ConfigError(f"metric_epochs = {list(epochs)}: {e!r} is not an epoch of this run "
+                                  f"(expected integers from 0 to epochs = {self.epochs})")
+        if len(set(epochs)) != len(epochs):
+            raise ConfigError(f"metric_epochs = {list(epochs)} repeats an epoch")
+        if self.protocol == "paper" and self.is_image and not epochs:
+            raise ConfigError(
+                "protocol 'paper' reports the lowest FID over the checkpoints at metric_epochs, but metric_epochs "
+                f"is empty (the paper's: {list(PAPER_METRIC_EPOCHS)}; budget 'smoke' sets none)"
+            )
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -252,6 +281,7 @@ def paper_defaults(dataset: str, model: str = "sintro") -> dict[str, Any]:
         dataset=dataset, model=model, z_dim=z_dim, batch_size=batch, epochs=220, iterations=0, warmup=20,
         mog_warmup=5, num_components=100, lr=2e-4, prior_lr=2e-4, lr_milestones=(350,), mc_samples=100,
         beta_rec=1.0, beta_kl=1.0, beta_neg=beta_neg, responsibility_weight=100.0, eval_every=20,
+        metric_epochs=PAPER_METRIC_EPOCHS,
     )
     if dataset == "digits":
         # 8×8 images carry about 12× less squared error than 28×28 ones: at β_rec = 1 the posterior collapses.
@@ -282,11 +312,12 @@ def budget_defaults(dataset: str, budget: str, model: str = "sintro") -> dict[st
         return _shorten_2d(d, 60, 30, 10, batch_size=128, mc_samples=10, eval_every=20, eval_samples=1_000,
                            gnelbo_grid=32, gnelbo_batches=2)
     if budget == "quick":
-        d.update(epochs=10, warmup=4, mog_warmup=2, eval_every=5, fid_samples=10_000, probe_samples=10_000,
-                 classifier_epochs=2)
+        # mid-game and the last checkpoint before the end, as the paper's set ends at 219 of 220
+        d.update(epochs=10, warmup=4, mog_warmup=2, eval_every=5, metric_epochs=(5, 9), fid_samples=10_000,
+                 probe_samples=10_000, classifier_epochs=2)
     else:
-        d.update(epochs=2, warmup=1, mog_warmup=0, eval_every=1, eval_samples=256, mc_samples=10, fid_samples=500,
-                 probe_samples=1_000, classifier_epochs=1)
+        d.update(epochs=2, warmup=1, mog_warmup=0, eval_every=1, metric_epochs=(), eval_samples=256, mc_samples=10,
+                 fid_samples=500, probe_samples=1_000, classifier_epochs=1)
     if model == "vae":
         d["warmup"] = d["epochs"]
     return d

@@ -5,8 +5,9 @@ sized by the image shape (channels_last, bf16 autocast with `precision: bf16`), 
 pseudo-inputs taken from the first K images of the shuffled train set, and the image metrics. The game itself is
 the one of core/game.py.
 
-Evaluation never changes training: it runs in eval mode on a forked random state seeded with seed + 29,999, and
-the BatchNorm refresh before the latent probes runs on a copy of the encoder.
+Evaluation never changes training: it runs in eval mode on a forked random state seeded with seed + 29,999, the
+BatchNorm refresh before the latent probes runs on a copy of the encoder, and the `paper` protocol's train-mode
+passes (core/protocol.py) put the BatchNorm statistics back afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from core.conv_nets import ConvDecoder, ConvEncoder
 from core.data.images import ImageBatches, load_images
 from core.losses import mixture_terms, posterior_samples, reconstruction_error, reparameterize
 from core.metrics.images import (
+    FeatureExtractor,
     InceptionFeatures,
     assignment_entropy,
     check_inception_weights,
@@ -91,6 +93,7 @@ class ImageTask:
         self.test_set = ImageBatches(splits.test_images, config.batch_size, device=device, shuffle=False,
                                      memory_format=torch.channels_last)
         self.train_labels, self.test_labels = splits.train_labels.cpu(), splits.test_labels.cpu()
+        self._extractor: tuple[FeatureExtractor, dict[str, float]] | None = None
 
     @property
     def train_images(self) -> torch.Tensor:
@@ -172,15 +175,19 @@ class ImageTask:
         Generation quality: `fid_samples` generated images and stochastic reconstructions of `fid_samples` train
         images (a random subset when the set is larger; the whole set otherwise) against those train images, on
         Inception pool3 features when `inception_weights` names the file, else on our classifier's features.
+        Under the `paper` protocol the VAE generates and reconstructs these in train mode, and Inception runs in
+        train mode *(quirk)*; precision and recall use the same features as the Fréchet distance.
         Call inside `_evaluating`.
         """
         c = self.config
-        extractor, metrics = self._feature_extractor()
+        extractor, extractor_metrics = self._feature_extractor()
+        metrics = dict(extractor_metrics)
         n_real = min(c.fid_samples, self.train_set.num_images)
         real = self.train_images[torch.randperm(self.train_set.num_images, device=self.device)[:n_real]]
         real_features = extractor.features(real)
-        fake_features = torch.cat([extractor.features(x) for x in self.generate(game, c.fid_samples)])
-        rec_features = torch.cat([extractor.features(x) for x in self.reconstruct(game, real)])
+        with self._generation_mode(game):
+            fake_features = torch.cat([extractor.features(x) for x in self.generate(game, c.fid_samples)])
+            rec_features = torch.cat([extractor.features(x) for x in self.reconstruct(game, real)])
         scores = generation_scores(real_features, fake_features)
         real_stats = feature_statistics(real_features)
         metrics[f"{extractor.metric_prefix}_gen"] = scores["frechet_distance"]
@@ -189,12 +196,40 @@ class ImageTask:
         metrics.update(self._latent_metrics(game))
         return metrics
 
-    def _feature_extractor(self):
-        """Inception (FID) when the weights file is given; else a classifier trained here, with its test accuracy."""
+    @contextmanager
+    def _generation_mode(self, game):
+        """Clean protocol: nothing changes (eval mode). Paper protocol: the VAE in train mode, so BatchNorm uses each
+        chunk's statistics as the paper's FID does *(quirk)*; the running statistics it moves are put back."""
+        if self.config.protocol != "paper":
+            yield
+            return
+        nets = (game.encoder, game.decoder)
+        saved = [[buffer.clone() for buffer in net.buffers()] for net in nets]
+        for net in nets:
+            net.train()
+        try:
+            yield
+        finally:
+            for net, buffers in zip(nets, saved):
+                net.eval()
+                for buffer, value in zip(net.buffers(), buffers):
+                    buffer.copy_(value)
+
+    def _feature_extractor(self) -> tuple[FeatureExtractor, dict[str, float]]:
+        """Inception (FID) when the weights file is given; else a classifier trained here, with its test accuracy.
+
+        Built once per run (the classifier's training is seeded, so a resumed run builds the same one) and reused at
+        every scored epoch. Inception runs in train mode under the `paper` protocol *(quirk)*.
+        """
+        if self._extractor is None:
+            self._extractor = self._build_feature_extractor()
+        return self._extractor
+
+    def _build_feature_extractor(self) -> tuple[FeatureExtractor, dict[str, float]]:
         c = self.config
         if c.inception_weights is not None:
             model = load_inception(c.inception_weights).to(self.device)
-            return InceptionFeatures(model, batch_size=INCEPTION_BATCH), {}
+            return InceptionFeatures(model, batch_size=INCEPTION_BATCH, train_mode=c.protocol == "paper"), {}
         with torch.enable_grad():
             classifier = train_feature_classifier(self.train_images, self.train_labels, epochs=c.classifier_epochs,
                                                   seed=c.seed)

@@ -21,6 +21,7 @@ import torch
 from core.config import TrainConfig
 from core.errors import TrainingDiverged
 from core.game import Game
+from core.protocol import full_evaluation, select_checkpoint
 from core.tasks import make_task
 
 LOG_EVERY = 50
@@ -107,9 +108,11 @@ def train(
 ) -> dict[str, Any]:
     """Train one model and return its final metrics.
 
-    on_report(metrics) is called every `config.eval_every` units and at the end (that one has done=True and, for 2D,
-    gnelbo); on_checkpoint(state) every `checkpoint_every` units (default: with each report), with a dict to
-    `torch.save`; `resume=state` continues that run exactly. With `out_dir`, the end of training writes
+    on_report(metrics) is called every `config.eval_every` units, at each of `metric_epochs` (images: every image
+    metric; 0 = before training) and at the end (that one has done=True and, for 2D, gnelbo; for images every image
+    metric, chosen as `config.protocol` says: see core/protocol.py); on_checkpoint(state) every `checkpoint_every`
+    units (default: with each report) and at each metric epoch, with a dict to `torch.save`; `resume=state`
+    continues that run exactly. With `out_dir`, the end of training writes
     metrics.json (with the resolved config), the task's artifacts (2D: samples.npy, figure.png) and checkpoint.pt.
     """
     if isinstance(config, dict):
@@ -127,16 +130,42 @@ def train(
 
     total = config.total_units
     checkpoint_every = checkpoint_every or config.eval_every
+    metric_units = set(config.metric_epochs)
     monitor = LossMonitor(device)
     latest: dict[str, float] = {}
+    # Every metric at each of metric_epochs, kept in the checkpoint: the paper protocol reports the best of them.
+    scores: dict[int, dict[str, float]] = dict(resume.get("scores", {})) if resume is not None else {}
     report: dict[str, Any] | None = None
     bar = _progress_bar(total, unit, progress)
 
     def state() -> dict[str, Any]:
         """A snapshot (copied: the live tensors keep training after the callback returns)."""
         return copy.deepcopy({"config": config.to_dict(), "unit": unit, "step": step, "game": game.state_dict(),
-                              "rng": _rng_state(task)})
+                              "rng": _rng_state(task), "scores": scores})
 
+    def evaluate(done: bool) -> dict[str, Any]:
+        metrics = {**task.evaluate(game, final=full_evaluation(config, unit, done)),
+                   "active_modes": game.prior.active_modes()}
+        if unit in metric_units:
+            scores[unit] = metrics
+        if done and config.is_image and config.protocol == "paper":
+            metrics = {**metrics, **select_checkpoint(scores)}
+        return {**latest, **metrics, "iteration": unit, "step": step, "in_game": game.in_game, "done": done}
+
+    def report_and_checkpoint(done: bool) -> None:
+        nonlocal report
+        if unit % config.eval_every == 0 or done or unit in metric_units:
+            latest.update(monitor.flush())
+            report = evaluate(done)
+            _show(bar, report)
+            if on_report is not None:
+                on_report(report)
+        if on_checkpoint is not None and (unit % checkpoint_every == 0 or done or unit in metric_units):
+            latest.update(monitor.flush())
+            on_checkpoint(state())
+
+    if unit == 0 and 0 in metric_units and 0 not in scores:  # the untrained model is a scored checkpoint
+        report_and_checkpoint(done=False)
     while unit < total:
         if config.converts_to_mog and unit == config.mog_switch_at and not game.is_mog_switched:
             game.switch_to_mog()
@@ -152,21 +181,11 @@ def train(
         unit += 1
         if bar is not None:
             bar.update(1)
-        done = unit == total
-        if unit % config.eval_every == 0 or done:
-            latest.update(monitor.flush())
-            report = {**latest, **task.evaluate(game, final=done), "iteration": unit, "step": step,
-                      "active_modes": game.prior.active_modes(), "in_game": game.in_game, "done": done}
-            _show(bar, report)
-            if on_report is not None:
-                on_report(report)
-        if on_checkpoint is not None and (unit % checkpoint_every == 0 or done):
-            latest.update(monitor.flush())
-            on_checkpoint(state())
+        report_and_checkpoint(done=unit == total)
     if bar is not None:
         bar.close()
 
-    final = report or {**task.evaluate(game, final=True), "iteration": unit, "step": step, "done": True}
+    final = report if report is not None and report["done"] else evaluate(done=True)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
