@@ -3,7 +3,9 @@
 `runs`: one row per trial, failed and unfinished ones included: identity (run_id, trial_id, trial_name), `state`
 (finished | stopped_early | failed | running), failure_reason, device_used (the tag; `device` is the config
 key), the full resolved config as typed columns (the
-study's factors among them), and the final value of every metric (MLflow's latest value: the largest step).
+study's factors among them), and the final value of every metric (MLflow's latest value: the largest step; a
+metric named like a config key gets the column NAME_metric: the k-NN `precision` of an image study is
+`precision_metric`, as `precision` is the fp32 | bf16 config key).
 `history`: one row per logged value: run_id, trial_id, metric, step (= iteration or epoch), value, timestamp.
 
 The layout read here is the one study/tracking.py writes: one experiment per study, one run per trial, params =
@@ -366,8 +368,12 @@ def _single(runs: pd.DataFrame, column: str) -> str | None:
 
 
 def _objective(space, dataset: str | None, metric_columns: list[str]) -> tuple[str, str]:
-    """The space's metric and mode; without a known space, kl (2D) or FID (images), minimised."""
+    """The space's metric and mode (its FID measured as fd_classifier where the study had no Inception weights);
+    without a known space, kl (2D) or FID (images), minimised."""
     if space is not None:
+        fallback = "fd_classifier_" + space.metric.removeprefix("fid_")
+        if space.metric.startswith("fid_") and space.metric not in metric_columns and fallback in metric_columns:
+            return fallback, space.mode
         return space.metric, space.mode
     if dataset in IMAGE_DATASETS:
         return ("fid_gen" if "fid_gen" in metric_columns or "fd_classifier_gen" not in metric_columns

@@ -205,13 +205,15 @@ def index_text(study: Study, table: AblationTable, files: dict[str, Path], figur
                notes: list[str]) -> str:
     counts = study.counts()
     commits = ", ".join(sorted(study.runs["git_commit"].dropna().unique())) or "unknown"
+    protocols = ", ".join(sorted(study.runs["protocol"].dropna().unique())) if "protocol" in study.runs else ""
     levels = "; ".join(f"{f} ({describe_levels(study.levels.get(f, []))})" for f in study.factors)
     lines = [
         f"# Study {study.name}", "",
         f"- tracking URI: `{study.tracking_uri}` (experiment {', '.join(study.experiment_ids)}, "
         f"study id {study.study_id or 'none'})",
         f"- space: {study.space or 'unknown'} · dataset: {study.dataset or '?'} · budget: {study.budget or '?'} · "
-        f"objective: {study.metric} ({study.mode}) · {'searched (Optuna)' if study.searched else 'grid'}",
+        f"protocol: {protocols or '?'} · objective: {study.metric} ({study.mode}) · "
+        f"{'searched (Optuna)' if study.searched else 'grid'}",
         f"- factors: {levels or 'none'} · seeds: {', '.join(map(str, study.seeds())) or 'none'}",
         f"- code: {commits}",
         f"- trials: {counts['total']} — finished {counts['finished']}, failed {counts['failed']}, "

@@ -28,10 +28,14 @@ TABLE_METRICS_IMAGES = ("assignment_entropy", "fid_gen", "fid_rec", "precision",
 DIRECTIONS = {"kl": -1, "jsd": -1, "gnelbo": -1, "fid_gen": -1, "fid_rec": -1, "fd_classifier_gen": -1,
               "fd_classifier_rec": -1, "precision": 1, "recall": 1, "svm_few": 1, "svm_many": 1, "knn_few": 1,
               "knn_many": 1, "assignment_entropy": 1}
+# A metric named like a config key is loaded as NAME_metric (analysis/loading.py): the k-NN `precision` of the
+# generations shares its name with the config key `precision` (fp32 | bf16).
+DIRECTIONS["precision_metric"] = DIRECTIONS["precision"]
 SCALES = {"gnelbo": 1e7}  # the paper prints gnELBO ×1e7
 DEFAULT_BASELINES = {
     "ablation_regularizers": {"clip": "none", "responsibility_weight": 0.0},
     "ablation_priors": {"variant": "sintro-standard"},
+    "ablation_images": {"variant": "standard"},
 }
 # name: (the factors chosen among, the metric, the mode)
 SELECTIONS = {
@@ -160,12 +164,14 @@ class AblationTable:
 def metric_header(metric: str) -> str:
     arrow = {-1: " ↓", 1: " ↑"}.get(DIRECTIONS.get(metric), "")
     scale = SCALES.get(metric)
-    return f"{metric} (×{scale:.0e})".replace("e+0", "e") + arrow if scale else metric + arrow
+    name = metric.removesuffix("_metric")
+    return f"{name} (×{scale:.0e})".replace("e+0", "e") + arrow if scale else name + arrow
 
 
 def table_metrics(metrics: list[str], dataset: str | None) -> list[str]:
     """The paper's columns for the dataset's kind that the study measured (FD on the classifier's features in place
-    of FID without Inception weights); any other measured metrics when none of them is there."""
+    of FID without Inception weights; `precision` as loaded, precision_metric); any other measured metrics when none
+    of them is there."""
     wanted = TABLE_METRICS_IMAGES if dataset in IMAGE_DATASETS else TABLE_METRICS_2D
     chosen = []
     for m in wanted:
@@ -173,6 +179,8 @@ def table_metrics(metrics: list[str], dataset: str | None) -> list[str]:
             chosen.append(m)
         elif m.startswith("fid_") and f"fd_classifier_{m[4:]}" in metrics:
             chosen.append(f"fd_classifier_{m[4:]}")
+        elif f"{m}_metric" in metrics:
+            chosen.append(f"{m}_metric")
     return chosen or [m for m in metrics if not m.startswith("loss_")]
 
 
@@ -202,8 +210,10 @@ def ablation_table(
     stats columns: the factors, runs, n (finished), failed, stopped_early, running, then per metric
     {m}_mean, {m}_std (np.std, ddof 0), {m}_sem (= std/√n), {m}_n, {m}_diff and {m}_p_welch (against the baseline).
     `baseline`: factor values ({'clip': 'none'}, or 'clip=none,responsibility_weight=0'), a row label (a variant
-    name), or None for no comparison.
+    name), or None for no comparison. Runs of both protocols (clean, paper: core/protocol.py) measure different
+    things and are refused in one table unless `protocol` is one of the factors.
     """
+    check_one_protocol(runs, factors)
     labelled = add_config_labels(runs, factors, levels or {})
     rows = []
     for label, group in labelled.groupby("config", observed=True, sort=True):
@@ -234,6 +244,14 @@ def ablation_table(
                                  for label in table.index]
     return AblationTable(stats=table, factors=factors, metrics=metrics, baseline=base_label, alpha=alpha,
                          decimals=decimals, selection=selection)
+
+
+def check_one_protocol(runs: pd.DataFrame, factors: list[str]) -> None:
+    """Raise ValueError when the runs mix evaluation protocols that are not a factor of the table."""
+    protocols = sorted(runs["protocol"].dropna().unique()) if "protocol" in runs else []
+    if len(protocols) > 1 and "protocol" not in factors:
+        raise ValueError(f"the runs mix the evaluation protocols {', '.join(protocols)}, whose numbers differ in "
+                         "meaning (core/protocol.py); tabulate one protocol at a time or make protocol a factor")
 
 
 def _values(labelled: pd.DataFrame, label: str, metric: str) -> np.ndarray:
@@ -303,8 +321,11 @@ def select_best(
     if not over:
         raise ValueError(f"selection {rule!r} chooses among {', '.join(keys)}, none of which this study varies "
                          f"(factors: {', '.join(factors) or 'none'})")
+    measured = ""
     if metric not in runs and rule == "lambda" and "fd_classifier_gen" in runs:
         metric = "fd_classifier_gen"
+        measured = (" (the Fréchet distance on the features of a classifier trained on the dataset: the study had no "
+                    "Inception weights, so this is not an FID)")
     if metric not in runs:
         raise ValueError(f"selection {rule!r} needs metric {metric!r}, which the study did not record")
     config = [f for f in factors if f not in over]
@@ -320,7 +341,7 @@ def select_best(
         keep.append(group[group["_choice"] == chosen])
     kept = pd.concat(keep).drop(columns=["config", "_choice"])
     note = (f"Selection: per configuration, {', '.join(over)} chosen by the "
-            f"{'lowest' if mode == 'min' else 'highest'} seed-mean {metric}.")
+            f"{'lowest' if mode == 'min' else 'highest'} seed-mean {metric}{measured}.")
     return kept, config + over, note
 
 

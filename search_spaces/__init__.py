@@ -1,6 +1,7 @@
 """Named search spaces, one module each. `get(name)` returns a space; an unknown name lists the known ones."""
 
 from search_spaces import (
+    ablation_images,
     ablation_priors,
     ablation_regularizers,
     betas,
@@ -14,7 +15,8 @@ from search_spaces.space import SearchSpace, SpaceError, StudyDesign, design, re
 SPACES: dict[str, SearchSpace] = {
     module.SPACE.name: module.SPACE
     for module in (
-        ablation_regularizers, ablation_priors, betas, betas_grid, betas_grid_vae, mixture_components, clipping
+        ablation_regularizers, ablation_priors, betas, betas_grid, betas_grid_vae, mixture_components, clipping,
+        ablation_images,
     )
 }
 

@@ -1,9 +1,11 @@
 """SearchSpace: what a study varies, what it keeps fixed, what it optimises and how it searches.
 
-A space is plain data. Ablations are factorial grids (Tune's grid search) with seeds as one more axis; tuning
-spaces are Tune domains or an Optuna define-by-run function, searched by OptunaSearch (TPE) with ASHA early
-stopping. Every trial's configuration is `resolve_trial(study, trial)`: the dataset's budget defaults, then the
-space's fixed keys and the user's `--set`, then the trial's variant and axes, then derived keys (β_neg = m·β_kl).
+A space is plain data. Ablations are factorial grids (Tune's grid search) with seeds as one more axis, where a
+variant may run only some values of an axis (`narrow`: N(0,I) has one mode, so the responsibility weight changes
+nothing there); tuning spaces are Tune domains or an Optuna define-by-run function, searched by OptunaSearch (TPE)
+with ASHA early stopping. Every trial's configuration is `resolve_trial(study, trial)`: the dataset's budget
+defaults, then the space's fixed keys and the user's `--set`, then the trial's variant and axes, then derived keys
+(β_neg = m·β_kl).
 The study constants (`StudyDesign.study_config`) and the trial config (its variant, axes, seed) are plain data,
 so a Ray worker needs no registry to rebuild the TrainConfig.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +41,10 @@ class SpaceError(ValueError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """One named study design. `grid` and `variants` are crossed (with the seeds); `search` is sampled."""
+    """One named study design. `grid` and `variants` are crossed (with the seeds); `search` is sampled.
+
+    `narrow` = {variant: {grid axis: values}}: that variant runs only those values of the axis.
+    """
 
     name: str
     description: str
@@ -47,6 +53,7 @@ class SearchSpace:
     base: Mapping[str, Any] = field(default_factory=dict)
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    narrow: Mapping[str, Mapping[str, Sequence[Any]]] = field(default_factory=dict)
     search: Mapping[str, Domain] | DefineByRun | None = None
     seeds: tuple[int, ...] = (0,)
     samples: int = 16
@@ -77,6 +84,14 @@ class SearchSpace:
         for key, values in self.grid.items():
             if not values:
                 raise SpaceError(f"space {self.name!r}: grid axis {key!r} has no values")
+        for variant, axes in self.narrow.items():
+            if variant not in self.variants:
+                raise SpaceError(f"space {self.name!r}: narrow names an unknown variant {variant!r} "
+                                 f"(variants: {', '.join(self.variants) or 'none'})")
+            for key, values in axes.items():
+                if key not in self.grid or not values or not set(values) <= set(self.grid[key]):
+                    raise SpaceError(f"space {self.name!r}: narrow[{variant!r}][{key!r}] = {list(values)} must be "
+                                     f"some of the grid axis {key!r}'s values {list(self.grid.get(key, []))}")
         if self.samples < 1:
             raise SpaceError(f"space {self.name!r}: samples = {self.samples} must be at least 1")
 
@@ -100,12 +115,15 @@ class StudyDesign:
 
     @property
     def trial_count(self) -> int:
-        if self.searched:
-            return self.samples
-        points = max(1, len(self.space.variants)) * len(self.seeds)
-        for values in self.grid.values():
-            points *= len(values)
-        return points
+        return self.samples if self.searched else len(self.grid_points())
+
+    @property
+    def metric(self) -> str:
+        """The space's metric as this study measures it: without Inception weights an FID is measured on our
+        classifier's features and named fd_classifier_* (never fid)."""
+        if self.space.metric.startswith("fid_") and not self.fixed.get("inception_weights"):
+            return "fd_classifier_" + self.space.metric.removeprefix("fid_")
+        return self.space.metric
 
     def study_config(self) -> dict[str, Any]:
         """The constant part of every trial config: how to build the TrainConfig, as plain data."""
@@ -128,13 +146,28 @@ class StudyDesign:
         return space
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every trial of a grid space as its varying keys (variant, grid axes, seed)."""
+        """Every trial of a grid space as its varying keys (variant, grid axes, seed), narrowed variants at their
+        values only."""
         axes: list[tuple[str, list[Any]]] = []
         if self.space.variants:
             axes.append((VARIANT, list(self.space.variants)))
         axes += [(k, list(v)) for k, v in self.grid.items()]
         axes.append(("seed", list(self.seeds)))
-        return [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
+        points = [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
+        return [p for p in points if self._runs(p)]
+
+    def _runs(self, point: Mapping[str, Any]) -> bool:
+        narrowed = self.space.narrow.get(point.get(VARIANT), {})
+        return all(point[k] in values for k, values in narrowed.items() if k in self.grid)
+
+    def preset_points(self) -> list[dict[str, Any]] | None:
+        """A narrowed grid is not a product of its axes: the points (without the seed) that Tune is to run, each
+        with every seed; None when the grid is the full product."""
+        points = self.grid_points()
+        full = max(1, len(self.space.variants)) * len(self.seeds) * math.prod(len(v) for v in self.grid.values())
+        if self.searched or len(points) == full:
+            return None
+        return [{k: v for k, v in p.items() if k != "seed"} for p in points if p["seed"] == self.seeds[0]]
 
     def example_points(self, draws: int = 32, seed: int = 0) -> list[dict[str, Any]]:
         """Points of a searched space that validation resolves: each domain's bounds or categories, then draws."""
@@ -210,7 +243,8 @@ def design(
     variants = space.variants
     if VARIANT in fixed:
         variants = {fixed[VARIANT]: space.variants[fixed[VARIANT]]}
-    bound = dataclasses.replace(space, variants=variants)
+    narrow = {k: v for k, v in space.narrow.items() if k in variants}
+    bound = dataclasses.replace(space, variants=variants, narrow=narrow)
     fixed_config = {k: v for k, v in fixed.items() if k != VARIANT}
     return StudyDesign(space=bound, dataset=dataset, budget=budget, seeds=seeds,
                        samples=samples or space.samples, fixed={**space.base, **fixed_config}, grid=grid,

@@ -1,9 +1,10 @@
 """python -m study.run --space NAME: a named search space as a Ray Tune study, tracked in MLflow.
 
 Grid spaces run every point (with seeds as an axis) through Tune's grid search; searched spaces run OptunaSearch
-(TPE) with ASHA early stopping. Everything that can be wrong with the request (space, values, Ray address,
-tracking URI, an existing study) is reported before any trial starts. The study can be resumed after a crash or
-a kill with --resume: finished trials are kept, unfinished ones continue from their last checkpoint.
+(TPE) with ASHA early stopping. Everything that can be wrong with the request (space, values, image data and
+Inception weights, Ray address and resources, tracking URI, an existing study) is reported before any trial
+starts. The study can be resumed after a crash or a kill with --resume: finished trials are kept, unfinished ones
+continue from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # CheckpointConfig(num_to_keep) forces an experiment snapshot per kept checkpoint: wanted (exact resume), not a warning.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
-from core.config import BUDGETS, ConfigError, TrainConfig, resolve_config
+from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
 from study import tracking
 
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="seeds: N for 0..N-1, or a list like 0,3,7 or a range 0-4 (default: the space's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config key for every trial (repeatable); fixing a grid axis collapses it")
+    p.add_argument("--data-dir", help="folder of the image datasets in torchvision's layout (default ./data); "
+                                      "every Ray node must see it at this path")
+    p.add_argument("--download", action="store_true",
+                   help="fetch a missing image dataset into --data-dir once, before any trial starts")
+    p.add_argument("--inception-weights", help="pytorch-fid's FID Inception weights file: the study reports fid_* "
+                                               "(without it: fd_classifier_*, the Fréchet distance on a classifier)")
     p.add_argument("--max-concurrent", type=int,
                    help="at most this many trials at once (default: as resources allow)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0,
@@ -122,6 +129,46 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def user_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--set values with --data-dir and --inception-weights; file paths made absolute, as Ray runs each trial in
+    its own working directory. An image study always records the data folder it read."""
+    out = parse_overrides(args.overrides)
+    if args.data_dir is not None:
+        out["data_dir"] = args.data_dir
+    if args.inception_weights is not None:
+        out["inception_weights"] = args.inception_weights
+    if args.dataset in IMAGE_DATASETS:
+        out.setdefault("data_dir", TrainConfig.data_dir)
+    for key in ("data_dir", "inception_weights"):
+        if isinstance(out.get(key), str):
+            out[key] = str(Path(out[key]).expanduser().resolve())
+    return out
+
+
+def check_inputs(d: StudyDesign, download: bool) -> None:
+    """On the driver, before Ray: the image data can be read (fetched first with --download) and the Inception
+    weights file exists; otherwise DatasetNotFound / FileNotFoundError saying where the files go."""
+    if d.dataset not in IMAGE_DATASETS:
+        return
+    from core.data.images import ensure_dataset
+    from core.metrics.images import check_inception_weights
+
+    config = resolve_config(d.dataset, d.budget, **d.fixed)
+    if config.inception_weights is not None:
+        check_inception_weights(config.inception_weights)
+    ensure_dataset(d.dataset, config.data_dir, download=download or config.download)
+
+
+def check_resources(available: dict[str, float], cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """A trial asking for more than the cluster has would wait forever: say so instead."""
+    for name, wanted, flag in (("CPU", cpus_per_trial, "--cpus-per-trial"), ("GPU", gpus_per_trial,
+                                                                             "--gpus-per-trial")):
+        have = available.get(name, 0.0)
+        if wanted > have:
+            raise StudyError(f"{flag} {wanted:g}: the Ray cluster has {have:g} {name}s, so no trial could start "
+                             f"(ask for at most {have:g}{', or run where a GPU is' if name == 'GPU' else ''})")
+
+
 def list_spaces() -> str:
     rows = []
     for name, space in SPACES.items():
@@ -136,7 +183,7 @@ def describe_trials(d: StudyDesign) -> str:
     base = resolve_config(d.dataset, d.budget, **d.fixed).to_dict()
     configs = d.validate()
     lines = [f"space {d.space.name}: {d.space.description}",
-             f"dataset {d.dataset}, budget {d.budget}, metric {d.space.metric} ({d.space.mode}), "
+             f"dataset {d.dataset}, budget {d.budget}, metric {d.metric} ({d.space.mode}), "
              f"{d.trial_count} trials, " + ("Optuna TPE + ASHA" if d.searched else "grid search"),
              "fixed config: " + ", ".join(f"{k}={v}" for k, v in base.items() if k != "extra")]
     if d.searched:
@@ -208,6 +255,7 @@ def connect_ray(address: str | None) -> None:
 def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace, experiment_path: Path):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
     from study.trainable import train_trial
@@ -218,20 +266,26 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
         return tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     search_alg = scheduler = None
+    presets = d.preset_points()
+    if presets is not None:  # a narrowed grid: only these points of the product grid, each with every seed
+        search_alg = BasicVariantGenerator(points_to_evaluate=presets)
     if d.searched:
         base = resolve_config(d.dataset, d.budget, **d.fixed)
         # Compare trials first at the first evaluation after warm-up: before it, the game has not started.
         grace = base.warmup + base.eval_every if base.game_starts else base.eval_every
         scheduler = ASHAScheduler(time_attr="iteration", max_t=base.total_units,
                                   grace_period=min(grace, base.total_units), reduction_factor=2)
-        search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.space.metric,
+        search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.metric,
                                   mode=d.space.mode, seed=d.seeds[0])
+    # Tune needs the metric only to search and to stop early, and then in every report; a grid's results are ranked
+    # by `summarize` (an image study's FID comes only at metric_epochs and at the end).
     return tune.Tuner(
         trainable,
         param_space=d.param_space(),
         tune_config=tune.TuneConfig(
-            metric=d.space.metric, mode=d.space.mode, search_alg=search_alg, scheduler=scheduler,
-            num_samples=d.samples if d.searched else 1, max_concurrent_trials=args.max_concurrent,
+            metric=d.metric if d.searched else None, mode=d.space.mode if d.searched else None,
+            search_alg=search_alg, scheduler=scheduler,
+            num_samples=d.samples if d.searched else len(presets or [None]), max_concurrent_trials=args.max_concurrent,
             reuse_actors=True,  # a finished trial's process runs the next one: no new process, no re-imports
         ),
         run_config=tune.RunConfig(
@@ -247,7 +301,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
 
 def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 10) -> str:
     """Best configurations (mean over seeds for grids), failures, and where to look next."""
-    metric, mode = d.space.metric, d.space.mode
+    metric, mode = d.metric, d.space.mode
     rows, failures = [], []
     for result in results:
         if result.error is not None:
@@ -292,7 +346,7 @@ def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
         saved = load_record(args)
         seeds, samples, fixed = tuple(saved["seeds"]), saved["samples"], saved["overrides"]
     else:
-        seeds, samples, fixed = parse_seeds(args.seeds), args.samples, parse_overrides(args.overrides)
+        seeds, samples, fixed = parse_seeds(args.seeds), args.samples, user_overrides(args)
     space = get(args.space)
     if args.resume and not space.searched:
         samples = None
@@ -319,8 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             print(describe_trials(d))
             return 0
+        check_inputs(d, args.download)
         results, study = run_study(d, args, name, experiment_path)
-    except (StudyError, SpaceError, ConfigError, tracking.TrackingError) as err:
+    except (StudyError, SpaceError, ConfigError, tracking.TrackingError, FileNotFoundError) as err:
+        # FileNotFoundError: the image data (core's DatasetNotFound) or the Inception weights are missing
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summarize(results, d, study, experiment_path))
@@ -331,6 +387,9 @@ def run_study(d: StudyDesign, args: argparse.Namespace, name: str, experiment_pa
     """Open (or reopen) the study, connect to Ray and fit; returns Tune's ResultGrid and the study record."""
     study = open_study(args, d, name, experiment_path)
     connect_ray(args.address)
+    import ray
+
+    check_resources(ray.cluster_resources(), args.cpus_per_trial, args.gpus_per_trial)
     return build_tuner(d, study, args, experiment_path).fit(), study
 
 
@@ -351,7 +410,7 @@ def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_p
                              "choose another --name")
         uri = tracking.absolute_tracking_uri(args.tracking_uri)
         tracking.check_tracking_uri(uri)
-        study = {**d.study_config(), "name": name, "metric": d.space.metric, "study_id": uuid.uuid4().hex[:12],
+        study = {**d.study_config(), "name": name, "metric": d.metric, "study_id": uuid.uuid4().hex[:12],
                  "tracking_uri": uri,
                  "tags": {"space": d.space.name, "study": name, "dataset": d.dataset, "budget": d.budget,
                           **tracking.project_tags()}}
@@ -364,7 +423,7 @@ def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_p
     if not args.resume:
         experiment_path.mkdir(parents=True)
         saved = {"space": d.space.name, "dataset": d.dataset, "budget": d.budget, "seeds": list(d.seeds),
-                 "samples": d.samples, "overrides": parse_overrides(args.overrides), "study": study}
+                 "samples": d.samples, "overrides": user_overrides(args), "study": study}
         record.write_text(json.dumps(saved, indent=2))
     return study
 

@@ -1,10 +1,11 @@
 """MLflow for a study: one experiment per study (created on the driver), one run per trial (opened by the trial).
 
-A trial's run holds the full resolved config as params, every report as a step series (step = iteration),
-tags naming the space, study, trial, commit, project version and device, and figure.png / metrics.json /
-samples.npy as artifacts. The trial opens its run with Ray's `setup_mlflow`, and finds it again by its
-`trial_id` tag when Tune restores the trial. `TrialRunStatus`, a Tune callback on the driver, closes the runs
-that a trial could not close itself (stopped by ASHA, crashed, killed) and records why.
+A trial's run holds the full resolved config as params, every report as a step series (step = iteration), tags
+naming the space, study, trial, commit, project version, device and Ray resources, and figure.png / metrics.json
+with samples.npy (2D) or samples.png / reconstructions.png (images) as artifacts. The trial opens its run with Ray's
+`setup_mlflow`, and finds it again by its `trial_id` tag when Tune restores the trial. `TrialRunStatus`, a Tune
+callback on the driver, closes the runs that a trial could not close itself (stopped by ASHA, crashed, killed) and
+records why.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ray import tune
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 ARTIFACTS_DIR = "mlartifacts"
-ARTIFACTS = ("figure.png", "metrics.json", "samples.npy")
+ARTIFACTS = ("figure.png", "metrics.json", "samples.npy", "samples.png", "reconstructions.png")
 MAX_TAG_CHARS = 4_000
 
 

@@ -46,6 +46,12 @@ def torch_threads(context) -> int:
     return max(1, math.floor(cpus))
 
 
+def describe_resources(context) -> str:
+    """The trial's Ray resources, e.g. 'CPU=1, GPU=0.25' (a GPU fraction shares one card with other trials)."""
+    required = context.get_trial_resources().required_resources
+    return ", ".join(f"{name}={amount:g}" for name, amount in sorted(required.items()) if amount)
+
+
 def describe_device(device: torch.device, threads: int) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -96,7 +102,8 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
     run = TrialRun.open(
         study, context.get_trial_id(), context.get_trial_name(),
         params={**config.to_dict(), **searched_params(trial)},
-        tags={"device": describe_device(device, threads), "hostname": socket.gethostname()},
+        tags={"device": describe_device(device, threads), "ray_resources": describe_resources(context),
+              "hostname": socket.gethostname()},
     )
     if state is not None:
         run.set_tags({"resumed_from_iteration": state["unit"]})

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from core.data.images import IMAGE_DATASETS, DatasetNotFound, ImageBatches, image_shape, load_images
+from core.data.images import IMAGE_DATASETS, DatasetNotFound, ImageBatches, ensure_dataset, image_shape, load_images
 
 
 def _write_idx(path, array: np.ndarray, compress: bool) -> None:
@@ -90,6 +90,15 @@ def test_missing_dataset_names_folder_and_files(tmp_path, name, folder, file):
     message = str(info.value)
     assert str(tmp_path / "nowhere" / folder) in message and file in message and "--download" in message
     assert isinstance(info.value, FileNotFoundError)
+
+
+def test_ensure_dataset_checks_both_splits_before_a_study_starts(tmp_path):
+    _write_mnist(tmp_path, "MNIST", np.random.default_rng(0))
+    ensure_dataset("mnist", tmp_path)
+    ensure_dataset("digits", tmp_path / "nowhere")  # bundled with scikit-learn: no folder needed
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()  # the test split is incomplete
+    with pytest.raises(DatasetNotFound, match=r"dataset 'mnist' not found in .*MNIST/raw"):
+        ensure_dataset("mnist", tmp_path)
 
 
 def test_every_image_dataset_has_a_shape():

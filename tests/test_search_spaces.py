@@ -6,11 +6,12 @@ import pytest
 from ray import tune
 
 import search_spaces
-from core.config import BUDGETS, TOY_DATASETS
+from core.config import BUDGETS, IMAGE_DATASETS, TOY_DATASETS
 from search_spaces import SPACES, SpaceError, design, get
 from search_spaces.space import SearchSpace, resolve_trial
 
-REQUIRED = ("ablation_regularizers", "ablation_priors", "betas", "betas_grid", "mixture_components", "clipping")
+REQUIRED = ("ablation_regularizers", "ablation_priors", "betas", "betas_grid", "mixture_components", "clipping",
+            "ablation_images")
 
 
 def test_registry_holds_the_required_spaces_and_names_the_known_ones_on_a_typo():
@@ -21,10 +22,12 @@ def test_registry_holds_the_required_spaces_and_names_the_known_ones_on_a_typo()
 
 @pytest.mark.parametrize("name", sorted(SPACES))
 @pytest.mark.parametrize("budget", BUDGETS)
-def test_every_space_validates_on_every_2d_dataset(name, budget):
+def test_every_space_validates_on_every_dataset_it_names(name, budget):
     space = get(name)
-    assert space.metric == "kl" and space.mode == "min" and space.description
-    for dataset in TOY_DATASETS:
+    assert space.datasets in (TOY_DATASETS, IMAGE_DATASETS)
+    assert space.metric == ("kl" if space.datasets == TOY_DATASETS else "fid_gen")
+    assert space.mode == "min" and space.description
+    for dataset in space.datasets:
         d = design(space, dataset, budget)
         configs = d.validate()
         assert configs and all(c.dataset == dataset for c in configs)
@@ -57,6 +60,45 @@ def test_ablation_priors_is_the_papers_table_of_eight_configurations():
     assert all(c.clip_active == c.prior_in_game for c in mog)  # clipping takes effect with IP only
     assert all(c.num_components == 1 for c in configs if c.prior == "standard")
     assert all(c.responsibility_weight == 0.0 for c in configs)
+
+
+def test_ablation_images_is_the_papers_image_grid_with_standard_at_lambda_0_only():
+    d = design(get("ablation_images"), "cifar10", "paper")
+    configs = d.validate()
+    assert d.trial_count == len(configs) == (1 + 2 * 2 * 2 * 4) * 3 and {c.seed for c in configs} == {0, 1, 2}
+    rows = {(c.prior, c.num_components, c.learnable_weights, c.prior_in_game, c.responsibility_weight)
+            for c in configs if c.seed == 0}
+    assert len(rows) == 33
+    assert {r for r in rows if r[0] == "standard"} == {("standard", 1, True, True, 0.0)}
+    assert {r for r in rows if r[0] != "standard"} == {
+        ("vamp_to_mog", k, lc, ip, lam) for k in (10, 100) for lc in (False, True) for ip in (False, True)
+        for lam in (0.0, 1.0, 10.0, 100.0)}
+    assert all(c.model == "sintro" and c.clip == "adaptive" and c.epochs == 220 and c.z_dim == 128 for c in configs)
+    assert all(c.clip_active == c.prior_in_game for c in configs if c.prior == "vamp_to_mog")
+    # Tune runs the 33 points (each with the 3 seeds) of the 9 x 4 product grid
+    presets = d.preset_points()
+    assert len(presets) == 33 and {"variant": "standard", "responsibility_weight": 0.0} in presets
+    assert {"variant": "standard", "responsibility_weight": 1.0} not in presets
+    assert d.param_space()["responsibility_weight"] == tune.grid_search([0.0, 1.0, 10.0, 100.0])
+    # without Inception weights the study measures (and names) the classifier's Frechet distance
+    assert d.metric == "fd_classifier_gen"
+    assert design(get("ablation_images"), "mnist", "smoke", fixed={"inception_weights": "/w.pth"}).metric == "fid_gen"
+    one = design(get("ablation_images"), "digits", "smoke", seeds=(0, 1), fixed={"variant": "standard"})
+    assert one.trial_count == 2 and one.preset_points() == [{"variant": "standard", "responsibility_weight": 0.0}]
+    full = design(get("ablation_images"), "digits", "smoke", fixed={"variant": "mog-K10-LC-IP"})
+    assert full.trial_count == 12 and full.preset_points() is None  # a plain product: Tune's grid as it is
+    with pytest.raises(SpaceError, match="runs on mnist, fmnist, cifar10, digits"):
+        design(get("ablation_images"), "8gaussians", "smoke")
+
+
+def test_narrow_must_name_a_variant_and_values_of_a_grid_axis():
+    grid = {"responsibility_weight": [0.0, 1.0]}
+    for narrow, message in [({"other": {"responsibility_weight": [0.0]}}, "unknown variant 'other'"),
+                            ({"a": {"lr": [0.1]}}, r"narrow\['a'\]\['lr'\] = \[0.1\] must be some of"),
+                            ({"a": {"responsibility_weight": [5.0]}}, "must be some of the grid axis")]:
+        space = SearchSpace(name="x", description="x", variants={"a": {}}, grid=grid, narrow=narrow)
+        with pytest.raises(SpaceError, match=message):
+            design(space, "8gaussians", "smoke")
 
 
 def test_betas_grid_is_the_papers_grid_with_beta_neg_a_multiple_of_beta_kl():
@@ -136,6 +178,6 @@ def test_spaces_are_plain_data_that_cross_the_ray_boundary():
     import pickle
 
     for space in search_spaces.SPACES.values():
-        d = design(space, "8gaussians", "smoke")
+        d = design(space, space.datasets[0], "smoke")
         study = pickle.loads(pickle.dumps(d.study_config()))
         assert resolve_trial(study, {"seed": 0, **d.grid_points()[0]} if not d.searched else {"seed": 0})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from study.run import StudyError, main, parse_overrides, parse_seeds
+from study.run import StudyError, check_resources, main, parse_overrides, parse_seeds
 from study.tracking import TrackingError, absolute_tracking_uri, check_tracking_uri, mlflow_ui_hint
 from study.trainable import tune_metrics
 
@@ -37,6 +37,7 @@ def test_list_names_every_space_with_its_trial_count(tmp_path, capsys):
     assert "ablation_regularizers    grid, 8 trials" in out
     assert "ablation_priors          grid, 40 trials" in out
     assert "betas                    Optuna+ASHA, 24 samples" in out
+    assert "ablation_images          grid, 99 trials" in out
     for name in ("betas_grid", "mixture_components", "clipping"):
         assert name in out
 
@@ -70,6 +71,40 @@ def test_bad_requests_fail_clearly_before_any_trial(tmp_path, capsys, args, mess
     code, _, err = run_cli(tmp_path, capsys, *args)
     assert code == 2 and message in err, err
     assert_nothing_started(tmp_path)
+
+
+def test_image_study_dry_run_reads_data_from_an_absolute_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(tmp_path, capsys, "--space", "ablation_images", "--dataset", "digits", "--budget", "smoke",
+                           "--data-dir", "images", "--dry-run")
+    assert code == 0, out
+    assert "99 trials, grid search" in out and "metric fd_classifier_gen (min)" in out
+    assert f"data_dir={tmp_path / 'images'}," in out  # trials run in their own folders: never a relative path
+    assert "trial   0: variant=standard, responsibility_weight=0.0, seed=0" in out
+    assert "variant=standard, responsibility_weight=1.0" not in out  # N(0,I) runs at lambda = 0 only
+    assert_nothing_started(tmp_path)
+
+
+def test_missing_image_data_or_inception_weights_fail_before_any_trial(tmp_path, capsys):
+    missing = tmp_path / "no-data"
+    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_images", "--dataset", "fmnist", "--budget", "smoke",
+                           "--data-dir", str(missing))
+    assert code == 2 and f"dataset 'fmnist' not found in {missing / 'FashionMNIST' / 'raw'}" in err, err
+    assert "train-images-idx3-ubyte" in err and "--download" in err
+    assert_nothing_started(tmp_path)
+    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_images", "--dataset", "digits", "--budget", "smoke",
+                           "--inception-weights", str(tmp_path / "missing.pth"))
+    assert code == 2 and f"FID Inception weights not found at '{tmp_path / 'missing.pth'}'" in err, err
+    assert_nothing_started(tmp_path)
+
+
+def test_trials_asking_for_more_than_the_cluster_has_are_refused():
+    check_resources({"CPU": 2.0, "GPU": 1.0}, cpus_per_trial=1, gpus_per_trial=0.25)
+    check_resources({"CPU": 2.0}, cpus_per_trial=2, gpus_per_trial=0)
+    with pytest.raises(StudyError, match=r"--gpus-per-trial 0.5: the Ray cluster has 0 GPUs"):
+        check_resources({"CPU": 2.0}, cpus_per_trial=1, gpus_per_trial=0.5)
+    with pytest.raises(StudyError, match=r"--cpus-per-trial 4: the Ray cluster has 2 CPUs"):
+        check_resources({"CPU": 2.0}, cpus_per_trial=4, gpus_per_trial=0)
 
 
 def test_unreachable_ray_address_or_tracking_server_fail_before_any_trial(tmp_path, capsys):

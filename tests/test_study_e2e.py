@@ -1,5 +1,6 @@
 """End-to-end studies on smoke budgets: real Ray, real MLflow (sqlite file and a server on 127.0.0.1), a diverging
-trial, Optuna + ASHA, a driver killed mid-study and resumed, and `ray job submit` to a local `ray start --head`."""
+trial, Optuna + ASHA, an image study on digits with GPU fractions, a driver killed mid-study and resumed, and
+`ray job submit` to a local `ray start --head`."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from core.config import TrainConfig
 from search_spaces import design
 from search_spaces.space import SearchSpace
-from study.run import build_parser, run_study
+from study.run import build_parser, main, run_study
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -102,12 +103,13 @@ def assert_complete_run(client: MlflowClient, run, space: str, study: str) -> No
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    """One local Ray for the in-process studies of this module; workers import the project via PYTHONPATH."""
+    """One local Ray for the in-process studies of this module; workers import the project via PYTHONPATH. It declares
+    one logical GPU (no device behind it), so that trials asking for a GPU fraction are scheduled as on a GPU node."""
     import ray
 
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved]))
-    ray.init(address="local", include_dashboard=False, num_cpus=2)
+    ray.init(address="local", include_dashboard=False, num_cpus=2, num_gpus=1)
     yield
     ray.shutdown()
     if saved is None:
@@ -179,6 +181,53 @@ def test_conditional_define_by_run_space(local_ray, tmp_path):
         p = run.data.params
         assert run.info.status == "FINISHED" and p["clip"] in ("none", "adaptive", "fixed")
         assert (p["clip_logvar_min"] != "None") == (p["clip"] == "fixed")
+
+
+IMAGE_METRICS = ("rec_test", "fd_classifier_gen", "fd_classifier_rec", "precision", "recall", "svm_few", "svm_many",
+                 "knn_few", "knn_many", "assignment_entropy", "active_modes")
+
+
+def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path, capsys):
+    """The image ablation on digits at the smoke budget through the CLI, narrowed to N(0,I) (which runs at λ = 0
+    only) × 2 seeds, every image metric also at epoch 1, half a GPU a trial: both runs land in MLflow with the
+    image metrics as series over epochs, the grids as artifacts and the resources as a tag; the report tabulates
+    them with the λ selection named after what it measured."""
+    from analysis.loading import load_study
+    from analysis.report import build_table, write_report
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    code = main(["--space", "ablation_images", "--dataset", "digits", "--budget", "smoke", "--set", "variant=standard",
+                 "--set", "metric_epochs=1", "--seeds", "2", "--gpus-per-trial", "0.5",
+                 "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri])
+    out = capsys.readouterr().out
+    assert code == 0 and "trials finished: 2, failed: 0" in out and "best by fd_classifier_gen" in out, out[-3000:]
+    name = "ablation_images-digits-smoke"
+    runs = runs_of(uri, name)
+    assert len(runs) == 2
+    client = MlflowClient(uri)
+    for run in runs:
+        p, tags = run.data.params, run.data.tags
+        assert run.info.status == "FINISHED" and p["variant"] == "standard" and p["prior"] == "standard"
+        assert float(p["responsibility_weight"]) == 0.0 and p["protocol"] == "clean" and p["metric_epochs"] == "[1]"
+        assert Path(p["data_dir"]).is_absolute()
+        assert tags["ray_resources"] == "CPU=1, GPU=0.5" and tags["space"] == "ablation_images"
+        for metric in IMAGE_METRICS:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+            assert steps == [1, 2], (metric, steps)
+        assert not any(m.startswith("fid") for m in run.data.metrics)  # no Inception weights: never called FID
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"samples.png", "reconstructions.png", "figure.png", "metrics.json"} <= artifacts
+
+    study = load_study(name, uri)
+    assert study.metric == "fd_classifier_gen" and study.factors == ["variant", "responsibility_weight"]
+    table = build_table(study, select="lambda")
+    assert table.metrics == ["assignment_entropy", "fd_classifier_gen", "fd_classifier_rec", "precision_metric",
+                             "recall", "svm_few", "svm_many", "knn_few", "knn_many"]  # config key precision: fp32
+    assert "fd_classifier_gen" in table.selection and "not an FID" in table.selection
+    assert int(table.stats["n"].iloc[0]) == 2 and table.decimals == 3
+    index = write_report(study, tmp_path / "report", select="lambda")
+    text = index.read_text()
+    assert "fd_classifier_gen ↓" in text and "| precision ↑ |" in text and "protocol: clean" in text
 
 
 def test_study_against_an_mlflow_server(tmp_path):

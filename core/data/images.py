@@ -19,7 +19,7 @@ import torchvision
 
 from core.config import IMAGE_DATASETS
 
-__all__ = ["IMAGE_DATASETS", "DatasetNotFound", "ImageBatches", "image_shape", "load_images"]
+__all__ = ["IMAGE_DATASETS", "DatasetNotFound", "ImageBatches", "ensure_dataset", "image_shape", "load_images"]
 
 _SHAPES = {"mnist": (1, 28, 28), "fmnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 8, 8)}
 
@@ -124,15 +124,7 @@ def load_images(
     _check_name(name)
     if name == "digits":
         return _load_digits(train)
-    root = os.fspath(data_dir)
-    if name != "cifar10" and os.path.isdir(dataset_folder(name, root)):
-        _gunzip_missing(dataset_folder(name, root))
-    try:
-        dataset = _TORCHVISION_CLASSES[name](root, train=train, download=download)
-    except RuntimeError as err:
-        if "not found" not in str(err):
-            raise
-        raise _dataset_not_found(name, root) from err
+    dataset = _open_torchvision(name, os.fspath(data_dir), train, download)
     if name == "cifar10":
         data = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)  # (N, H, W, C) uint8 -> (N, C, H, W)
     else:
@@ -140,6 +132,28 @@ def load_images(
     images = data.to(torch.float32).div(255.0).contiguous()
     labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
     return images, labels
+
+
+def ensure_dataset(name: str, data_dir: str | os.PathLike = "data", download: bool = False) -> None:
+    """Check that both splits of `name` can be read from `data_dir` (fetching them first when `download`), else
+    raise DatasetNotFound. A study calls this once on its driver: a missing folder fails before any trial starts,
+    and trials never race each other to download."""
+    _check_name(name)
+    if name != "digits":
+        for train in (True, False):
+            _open_torchvision(name, os.fspath(data_dir), train, download)
+
+
+def _open_torchvision(name: str, root: str, train: bool, download: bool):
+    """torchvision's dataset object (its uint8 data in memory), or DatasetNotFound."""
+    if name != "cifar10" and os.path.isdir(dataset_folder(name, root)):
+        _gunzip_missing(dataset_folder(name, root))
+    try:
+        return _TORCHVISION_CLASSES[name](root, train=train, download=download)
+    except RuntimeError as err:
+        if "not found" not in str(err):
+            raise
+        raise _dataset_not_found(name, root) from err
 
 
 class ImageBatches:

@@ -1,0 +1,32 @@
+"""The paper's image ablation (its Tables 2 and 5): S-IntroVAE with N(0,I), or with the learnable prior
+(VampPrior → MoG) at K ∈ {10, 100} × learnable weights (LC) × prior in the game (IP), each at the responsibility
+weight λ ∈ {0, 1, 10, 100}, clipping on, seeds 0–2. N(0,I) runs at λ = 0 only: with one mode the regulariser is
+constant. The paper keeps, per configuration, the λ with the lowest seed-mean FID (`analysis.report --select
+lambda`); without Inception weights the study measures fd_classifier_gen instead, and says so."""
+
+from core.config import IMAGE_DATASETS
+from search_spaces.space import SearchSpace
+
+LAMBDAS = [0.0, 1.0, 10.0, 100.0]
+
+
+def _mog(k: int, lc: bool, ip: bool) -> tuple[str, dict]:
+    name = f"mog-K{k}" + ("-LC" if lc else "") + ("-IP" if ip else "")
+    return name, {"prior": "vamp_to_mog", "num_components": k, "learnable_weights": lc, "prior_in_game": ip}
+
+
+SPACE = SearchSpace(
+    name="ablation_images",
+    description="the paper's image tables: N(0,I) | VampPrior->MoG K 10/100 x LC x IP, x lambda 0/1/10/100, x seeds",
+    metric="fid_gen",
+    mode="min",
+    base={"model": "sintro", "clip": "adaptive"},
+    variants={
+        "standard": {"prior": "standard"},
+        **dict(_mog(k, lc, ip) for k in (10, 100) for lc in (False, True) for ip in (False, True)),
+    },
+    grid={"responsibility_weight": LAMBDAS},
+    narrow={"standard": {"responsibility_weight": [0.0]}},
+    seeds=(0, 1, 2),
+    datasets=IMAGE_DATASETS,
+)
