@@ -161,14 +161,20 @@ class Game:
 
     # ----------------------------------------------------------------------------------------- terms
     def kl(
-        self, mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor | None = None
+        self,
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        prior: Mixture,
+        eps: torch.Tensor | None = None,
+        mean_responsibility: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-sample KL(q(z|x) ‖ p) (B,) and, for the MC estimate, the samples' mean responsibility r̄ (K,)."""
+        """Per-sample KL(q(z|x) ‖ p) (B,) and, when asked for and the estimate is MC, the samples' mean
+        responsibility r̄ (K,), else None."""
         if self.config.kl_estimator == "analytic":
             return kl_standard_normal(mu, logvar), None
         if eps is None:
             eps = self._normal(mu.shape[0], self.config.mc_samples, mu.shape[1], like=mu)
-        return kl_and_mean_responsibility(mu, logvar, prior, eps)
+        return kl_and_mean_responsibility(mu, logvar, prior, eps, mean_responsibility)
 
     @property
     def regularizer_on(self) -> bool:
@@ -265,7 +271,8 @@ class Game:
         z = reparameterize(mu, logvar, noise.z)
         x_hat = self.decoder(z)
         rec = reconstruction_error(x, x_hat)
-        kl_real, r_bar = self.kl(mu, logvar, prior, noise.kl_real)
+        regularizer_shares_kl = self.regularizer_on and noise.regularizer is None
+        kl_real, r_bar = self.kl(mu, logvar, prior, noise.kl_real, mean_responsibility=regularizer_shares_kl)
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
 
         with torch.no_grad():
@@ -282,7 +289,7 @@ class Game:
         loss = loss_real + loss_fake
         if self.regularizer_on:
             if noise.regularizer is not None:
-                r_bar = self.kl(mu, logvar, prior, noise.regularizer)[1]
+                r_bar = self.kl(mu, logvar, prior, noise.regularizer, mean_responsibility=True)[1]
             loss = loss + scale * c.responsibility_weight * aggregate_negative_entropy(r_bar)
         self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"], retain_graph=True)
         z = z.detach()

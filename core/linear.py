@@ -22,6 +22,27 @@ def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None)
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
+def engine_will_use(ctx, index: int) -> bool:
+    """Whether this backward's gradient for input `index` reaches what the running backward asked for.
+
+    Built-in nodes compute only the gradients the engine will use: `autograd.grad` on the encoder's parameters
+    skips the decoder's weight gradients on the way. A custom Function's `needs_input_grad` only says that the
+    input requires grad, so the game's steps, which differentiate for one player at a time, would compute every
+    other player's weight gradients and drop them (a third of the 2D step's matmuls). The engine knows: a node it
+    will not run gets nothing; a leaf that `autograd.grad` captures is the one case it declines to answer, and that
+    leaf is wanted.
+    """
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index][0]
+    if node is None:
+        return False
+    try:
+        return torch._C._will_engine_execute_node(node)
+    except RuntimeError:
+        return True
+
+
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -32,10 +53,17 @@ class _OneDNNLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad_x = _product(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        grad_weight = _product(grad.t(), x.t()) if ctx.needs_input_grad[1] else None
-        grad_bias = grad.sum(0) if ctx.needs_input_grad[2] else None
+        grad_x = _product(grad, weight.t()) if engine_will_use(ctx, 0) else None
+        grad_weight = _product(grad.t(), x.t()) if engine_will_use(ctx, 1) else None
+        grad_bias = grad.sum(0) if engine_will_use(ctx, 2) else None
         return grad_x, grad_weight, grad_bias
+
+
+def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a·bᵀ for matrices a (N, c) and b (K, c): on oneDNN where `uses_onednn`, else torch.mm."""
+    if uses_onednn(a, b):
+        return _product(a, b)
+    return a @ b.T
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:

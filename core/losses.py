@@ -43,17 +43,18 @@ def mixture_terms(z: torch.Tensor, prior: Mixture) -> tuple[torch.Tensor, torch.
 
 
 def kl_and_mean_responsibility(
-    mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+    mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor, mean_responsibility: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Monte-Carlo KL(q(z|x) ‖ p) per sample (B,) on z = mu + ε·σ (ε (B, M, z)), and the mean responsibility
-    r̄_k = mean over the B·M samples of r_k(z) (K,), both from one pass over the (B·M, K) log-densities.
+    r̄_k = mean over the B·M samples of r_k(z) (K,) (None unless `mean_responsibility`), both from one pass over the
+    (B·M, K) log-densities.
 
     KL = mean_m [log q(z_m|x) − log p(z_m)] with mean_m log q(z_m|x) = −½·(z·log 2π + Σ_d logvar_d + mean_m ‖ε_m‖²),
     the same value and gradient as `posterior_samples`' per-sample log q, summed in an order that is cheaper.
     """
     b, m, d = eps.shape
     z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)
-    log_p, r_bar = mixture_log_prob(z.reshape(b * m, d), *prior)
+    log_p, r_bar = mixture_log_prob(z.reshape(b * m, d), *prior, mean_responsibility=mean_responsibility)
     mean_log_q = -0.5 * (d * LOG_2PI + logvar.sum(1) + eps.square().sum((1, 2)) / m)
     return mean_log_q - log_p.reshape(b, m).mean(1), r_bar
 

@@ -40,3 +40,28 @@ def test_module_is_a_drop_in_nn_linear():
         assert torch.equal(a, b)
     x = torch.randn(5, 3)
     torch.testing.assert_close(fast(x), plain(x))
+
+
+@pytest.mark.skipif(not ONEDNN, reason="this PyTorch has no oneDNN")
+def test_backward_computes_only_the_gradients_asked_for(monkeypatch):
+    """autograd.grad on one player's parameters skips the other player's weight products (as built-in nodes do),
+    and every gradient that is asked for equals the full backward's."""
+    import core.linear
+
+    torch.manual_seed(0)
+    encoder, decoder = Linear(3, 8), Linear(8, 2)
+    x = torch.randn(16, 3)
+    loss = decoder(torch.relu(encoder(x))).square().sum()
+    products = []
+    product = core.linear._product
+    counted = lambda a, b, bias=None: products.append(a.shape) or product(a, b, bias)
+    monkeypatch.setattr(core.linear, "_product", counted)
+    encoder_grads = torch.autograd.grad(loss, list(encoder.parameters()), retain_graph=True)
+    # decoder: only its input gradient (16, 2)·(2, 8); encoder: its weight gradient; no decoder weight product
+    assert products == [(16, 2), (8, 16)]
+    products.clear()
+    decoder_grads = torch.autograd.grad(loss, list(decoder.parameters()), retain_graph=True)
+    assert products == [(2, 16)]  # the decoder's weight gradient alone
+    loss.backward()
+    for got, param in zip(encoder_grads + decoder_grads, [*encoder.parameters(), *decoder.parameters()]):
+        torch.testing.assert_close(got, param.grad)

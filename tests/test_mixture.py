@@ -24,10 +24,15 @@ def torch_mixture(mu, logvar, log_w) -> D.MixtureSameFamily:
     return D.MixtureSameFamily(D.Categorical(logits=log_w), components)
 
 
-@pytest.fixture(params=[100_000, 16], ids=["one-block", "small-blocks"])
+@pytest.fixture(params=["compiled", "eager-one-block", "eager-small-blocks"])
 def block_rows(request, monkeypatch):
-    """Run each test with the whole input in one block and with blocks of a few rows (the CPU path's loop)."""
-    monkeypatch.setattr(core.mixture, "CPU_BLOCK_ELEMENTS", request.param)
+    """Run each test on each forward: the torch.compile'd loop over rows (the 2D default on CPU), and eager PyTorch
+    with the whole input in one block and with blocks of a few rows (the blocked loop)."""
+    compiled = request.param == "compiled"
+    for fused in (core.mixture._FUSED_ROWS, core.mixture._FUSED_PROJECTED):
+        assert fused.enabled, "torch.compile is off here (PRIORSTUDY_COMPILE=0 or a failed compile)"
+        monkeypatch.setattr(fused, "enabled", compiled)
+    monkeypatch.setattr(core.mixture, "CPU_BLOCK_ELEMENTS", 16 if request.param == "eager-small-blocks" else 100_000)
     return request.param
 
 
@@ -74,6 +79,14 @@ def test_gradcheck(block_rows, needs, outputs):
     assert torch.autograd.gradcheck(lambda *args: pick(mixture_log_prob(*args)), inputs)
 
 
+@pytest.mark.parametrize("needs", [(True, False, False, False), (True, True, True, True), (False, True, False, True)])
+def test_gradcheck_without_mean_responsibility(block_rows, needs):
+    """A KL alone (r̄ not asked for): with only z needing a gradient the forward keeps r·Y instead of r."""
+    inputs = [t.requires_grad_(need) for t, need in zip(random_mixture(13, 4, 2), needs)]
+    assert mixture_log_prob(*inputs, mean_responsibility=False)[1] is None
+    assert torch.autograd.gradcheck(lambda *args: mixture_log_prob(*args, mean_responsibility=False)[0], inputs)
+
+
 def test_gradients_equal_autograd_through_logsumexp_and_softmax(block_rows):
     """The custom backward against autograd of the straightforward expression, with random upstream gradients."""
     inputs = [t.requires_grad_() for t in random_mixture(64, 6, 2, seed=3)]
@@ -96,9 +109,28 @@ def test_edge_sizes(block_rows, n, k):
         torch.testing.assert_close(r_bar, torch.ones(1, dtype=torch.float64))
 
 
-def test_float32_agrees_with_float64():
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(function, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fused = core.mixture._CompiledOnce(core.mixture.mixture_rows_projected)
+    features, weights, y = torch.randn(7, 5), torch.randn(5, 3), torch.randn(3, 4)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        log_p, r_y = fused(features, weights, y)
+    assert not fused.enabled
+    torch.testing.assert_close(log_p, torch.logsumexp(features @ weights, 1))
+    torch.testing.assert_close(r_y, torch.softmax(features @ weights, 1) @ y)
+
+
+@pytest.mark.parametrize("z_grad", [False, True], ids=["no-grad (eager)", "z-grad (compiled)"])
+def test_float32_agrees_with_float64(z_grad):
     z, mu, logvar, log_w = random_mixture(5000, 64, 2, seed=1)
-    log_p64, r64 = mixture_log_prob(z, mu, logvar, log_w)
-    log_p32, r32 = mixture_log_prob(z.float(), mu.float(), logvar.float(), log_w.float())
+    log_p64, r64 = mixture_log_prob(z.requires_grad_(z_grad), mu, logvar, log_w)
+    z32 = z.detach().float().requires_grad_(z_grad)
+    log_p32, r32 = mixture_log_prob(z32, mu.float(), logvar.float(), log_w.float())
     torch.testing.assert_close(log_p32.double(), log_p64, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(r32.double(), r64, rtol=1e-4, atol=1e-6)
