@@ -1,7 +1,7 @@
 """Throughput of the image step: ms a step, images/s and epoch time, fp32 against bf16 autocast, on random images.
 
     python benchmarks/image_step.py [--steps 5] [--repeats 2] [--phase game|warmup] [--device auto|cpu|cuda]
-                                    [--threads N]
+                                    [--threads N] [--reference] [--datasets mnist cifar10]
 
 Two input sizes with the paper's settings for them: MNIST-sized (1×28×28, z 32, batch 128, 60,000 images an epoch)
 and CIFAR-10-sized (3×32×32, z 128, batch 32, 50,000 images an epoch), each with the paper's prior (VampPrior → MoG,
@@ -9,7 +9,8 @@ K = 100, M = 100, λ = 100, adaptive clipping). `game` times the introspective s
 updates, 200 of the 220 epochs), `warmup` the β-VAE step. Both precisions run the same code: core.game.Game on an
 ImageTask whose nets are channels_last, with the data on the device. Epoch time = steps an epoch × mean step time;
 "× fp32" is fp32's step time divided by this one's, both measured in this run on this device, in alternating
-rounds (the best round of each counts).
+rounds (the best round of each counts). `--reference` adds the literal reference step (core/reference_step.py, the
+oracle of the equivalence tests) in fp32 on the same nets: its "× fp32" below 1 is the fast step's gain on images.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from core.config import resolve_config
 from core.game import Game
 from core.image_task import ImageSplits, ImageTask
+from core.reference_step import ReferenceGame
 from core.train import resolve_device
 
 SIZES = {"mnist": 60_000, "cifar10": 50_000}  # dataset whose paper config is used -> train images an epoch
@@ -43,14 +45,15 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(dataset: str, precision: str, device: torch.device, steps: int, phase: str):
-    """The game's step for `phase` on a fresh Game, run WARMUP_STEPS times, and full batches of random images."""
+def make_step(dataset: str, precision: str, device: torch.device, steps: int, phase: str, reference: bool = False):
+    """The game's step for `phase` on a fresh Game (or ReferenceGame), run WARMUP_STEPS times, and full batches of
+    random images."""
     config = resolve_config(dataset, "paper", precision=precision, device=device.type)
     shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
     n = max(config.batch_size * (steps + WARMUP_STEPS), config.num_components)
     torch.manual_seed(0)
     task = ImageTask(config, device, splits=random_splits(shape, n))
-    game = Game(config, task, device)
+    game = (ReferenceGame if reference else Game)(config, task, device)
     if phase == "game":
         game.switch_to_mog()
         game.start_game()
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--phase", choices=("game", "warmup"), default="game")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--reference", action="store_true", help="also time the literal reference step (fp32)")
+    parser.add_argument("--datasets", nargs="+", choices=list(SIZES), default=list(SIZES))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,18 +90,21 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"image {args.phase} step on {name}; torch {torch.__version__}; channels_last, data on the device; "
           f"best of {args.repeats} alternating rounds of {args.steps} timed steps")
-    print(f"{'input':<32} {'precision':<9} {'ms/step':>9} {'images/s':>9} {'epoch':>10} {'× fp32':>7}")
-    for dataset, epoch_images in SIZES.items():
+    print(f"{'input':<32} {'step':<14} {'ms/step':>9} {'images/s':>9} {'epoch':>10} {'× fp32':>7}")
+    for dataset in args.datasets:
+        epoch_images = SIZES[dataset]
         config = resolve_config(dataset, "paper")
         label = f"{'CIFAR-10' if dataset == 'cifar10' else 'MNIST'}-sized, z {config.z_dim}, batch {config.batch_size}"
         steps_per_epoch = math.ceil(epoch_images / config.batch_size)
         runs = {p: make_step(dataset, p, device, args.steps, args.phase) for p in PRECISIONS}
-        best = dict.fromkeys(PRECISIONS, math.inf)
+        if args.reference:
+            runs["fp32 reference"] = make_step(dataset, "fp32", device, args.steps, args.phase, reference=True)
+        best = dict.fromkeys(runs, math.inf)
         for _ in range(args.repeats):  # alternate, keep each one's best: a busy machine slows both alike
             for precision, (step, batches) in runs.items():
                 best[precision] = min(best[precision], seconds_per_step(step, batches, device, args.steps))
         for precision, seconds in best.items():
-            print(f"{label:<32} {precision:<9} {1e3 * seconds:9.1f} {config.batch_size / seconds:9.0f} "
+            print(f"{label:<32} {precision:<14} {1e3 * seconds:9.1f} {config.batch_size / seconds:9.0f} "
                   f"{steps_per_epoch * seconds:9.1f}s {best['fp32'] / seconds:6.2f}×", flush=True)
 
 
