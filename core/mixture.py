@@ -8,6 +8,7 @@ mean responsibility r̄ and whose backward is written from the responsibilities 
 parameter gradients as matmuls, so that the (N, K) matrix is written once and read three times a call.
 """
 
+import logging
 import math
 import os
 import warnings
@@ -171,6 +172,8 @@ class _CompiledOnce:
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         if self.compiled is None:
+            # inductor asks cpp_extension for CUDA_HOME, which warns on every CPU-only machine: not our concern
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             self.compiled = torch.compile(self.function)
         try:
             return self.compiled(*args)
