@@ -148,12 +148,21 @@ def mixture_rows(features: torch.Tensor, weights: torch.Tensor, responsibilities
     ℓ = features·weights (as a sum over the few feature columns), r = softmax ℓ written into `responsibilities`,
     returns log p = max ℓ + log Σ_k exp(ℓ_k − max ℓ). Eager PyTorch makes five passes over (N, K) for this; the
     compiled loop makes one, with the exponentials vectorised (2.3 ms instead of 5.6 for N = 102,400, K = 64)."""
+    log_p, exp, total = _log_p_and_exponentials(features, weights)
+    responsibilities.copy_(exp / total)
+    return log_p
+
+
+def _log_p_and_exponentials(
+    features: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ℓ = features·weights as a sum over the few feature columns; returns log p = max ℓ + log Σ_k exp(ℓ_k − max ℓ)
+    (N,), exp(ℓ − max ℓ) (N, K) and its row sums (N, 1): r = exp / sum."""
     logits = (features.unsqueeze(2) * weights.unsqueeze(0)).sum(1)
     top = logits.amax(1, keepdim=True)
     exp = torch.exp(logits - top)
     total = exp.sum(1, keepdim=True)
-    responsibilities.copy_(exp / total)
-    return (top + torch.log(total)).squeeze(1)
+    return (top + torch.log(total)).squeeze(1), exp, total
 
 
 FUSED_MAX_Z = 8
@@ -190,12 +199,8 @@ def mixture_rows_projected(
     """`mixture_rows` for a call whose only gradient is z's: returns log p and r·y (N, c) for a (K, c) y, and never
     stores r. The backward of a KL in z is a ⊙ (r·Y) with Y known at the forward (see `_MixtureLogProb`), so the
     (N, K) responsibilities need neither be written (26 MB at N = 102,400) nor read back."""
-    logits = (features.unsqueeze(2) * weights.unsqueeze(0)).sum(1)
-    top = logits.amax(1, keepdim=True)
-    exp = torch.exp(logits - top)
-    total = exp.sum(1, keepdim=True)
-    r_y = (exp.unsqueeze(2) * y.unsqueeze(0)).sum(1) / total
-    return (top + torch.log(total)).squeeze(1), r_y
+    log_p, exp, total = _log_p_and_exponentials(features, weights)
+    return log_p, (exp.unsqueeze(2) * y.unsqueeze(0)).sum(1) / total
 
 
 _FUSED_ROWS = _CompiledOnce(mixture_rows)
