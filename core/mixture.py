@@ -76,19 +76,18 @@ class _MixtureLogProb(torch.autograd.Function):
         n, d = z.shape
         precision = torch.exp(-logvar)
         bias = log_w - 0.5 * ((mu * mu * precision).sum(1) + logvar.sum(1) + d * LOG_2PI)
-        weights = torch.cat([-0.5 * precision, mu * precision, bias.unsqueeze(1)], dim=1).T  # (2d + 1, K)
+        weights = torch.cat([-0.5 * precision, mu * precision, bias.unsqueeze(1)], dim=1).T.contiguous()  # (2d+1, K)
         features = torch.cat([z * z, z, z.new_ones(n, 1)], dim=1)  # (N, 2d + 1)
         ctx.set_materialize_grads(False)
         fused = keep and _fuses_rows(z)
         ctx.projected = fused and not mean_responsibility and not any(ctx.needs_input_grad[1:4])
         if ctx.projected:  # only z needs a gradient: a ⊙ (r·Y) is all the backward will read
-            y = torch.cat([mu * precision, precision], dim=1)
-            log_p, r_y = _FUSED_PROJECTED(features, weights.contiguous(), y)
+            log_p, r_y = _FUSED_PROJECTED(features, weights, _skinny_y(mu, precision))
             ctx.save_for_backward(z, r_y)
             return log_p, None
         responsibilities = _RESPONSIBILITY_BUFFERS.lend(ctx, (n, mu.shape[0]), z) if keep else None
         if fused:
-            log_p = _FUSED_ROWS(features, weights.contiguous(), responsibilities)
+            log_p = _FUSED_ROWS(features, weights, responsibilities)
             r_sum = responsibilities.sum(0) if mean_responsibility else None
         else:
             log_p, r_sum = _blocked_rows(features, weights, responsibilities, mean_responsibility)
@@ -111,7 +110,7 @@ class _MixtureLogProb(torch.autograd.Function):
         need_params = any(ctx.needs_input_grad[1:])
         a = grad_log_p if grad_log_p is not None else z.new_zeros(n)
         b = grad_r_bar / n if grad_r_bar is not None else None
-        y_t = torch.cat([mu * precision, precision], dim=1).T.contiguous()  # Yᵀ (2d, K)
+        y_t = _skinny_y(mu, precision).T.contiguous()  # Yᵀ (2d, K)
         grad_z = z.new_empty(n, d) if need_z else None
         gx = z.new_zeros(2 * d + 1, r.shape[1]) if need_params else None  # [Gᵀz, Gᵀz², Gᵀ1]ᵀ
         block = _block_rows(z, mu.shape[0])
@@ -141,6 +140,11 @@ class _MixtureLogProb(torch.autograd.Function):
             grad_mu = precision * (gz - mu * s_col)
             grad_logvar = 0.5 * precision * (gz2 - 2 * mu * gz + mu * mu * s_col) - 0.5 * s_col
         return grad_z, grad_mu, grad_logvar, grad_log_w, None, None
+
+
+def _skinny_y(mu: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Y = [μσ⁻², σ⁻²] (K, 2z): ∂z of the backward is (G·Y)[:, :z] − z ⊙ (G·Y)[:, z:] (see `_MixtureLogProb`)."""
+    return torch.cat([mu * precision, precision], dim=1)
 
 
 def mixture_rows(features: torch.Tensor, weights: torch.Tensor, responsibilities: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,9 @@ class ToyTask:
             mu, logvar = game.encoder(x)
             rec = reconstruction_error(x, game.decoder(mu))
             shared = eps.expand(x.shape[0], -1, -1)
-            return rec + kl_and_mean_responsibility(mu, logvar.clamp(min=-80), prior, shared, False)[0]
+            return rec + kl_and_mean_responsibility(
+                mu, logvar.clamp(min=-80), prior, shared, mean_responsibility=False
+            )[0]
 
         return neg_elbo
 
