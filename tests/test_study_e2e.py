@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ray.tune import ExperimentAnalysis
 
 from core.config import TrainConfig
 from search_spaces import design
@@ -256,12 +257,17 @@ def test_study_against_an_mlflow_server(tmp_path):
         stop(server, signal.SIGTERM)
 
 
-def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(p for p in experiment.glob("train_trial_*") if p.is_dir())
-
-
-def finished(trial_dir: Path) -> bool:
-    return any(trial_dir.glob("checkpoint_*/final.json"))
+def tune_snapshot(experiment: Path) -> tuple[set[str], set[str]]:
+    """(finished, checkpointed but unfinished) trial ids in Tune's last experiment snapshot: what --resume restores
+    from. Checkpoints on disk run ahead of it, so a test that kills the driver must wait for the snapshot."""
+    try:
+        trials = ExperimentAnalysis(str(experiment)).trials
+    except Exception:  # not written yet, or caught mid-write
+        return set(), set()
+    done = {t.trial_id for t in trials if t.status == "TERMINATED"}
+    checkpointed = {t.trial_id for t in trials if t.trial_id not in done and t.checkpoint is not None
+                    and not any(Path(t.path).glob("checkpoint_*/final.json"))}
+    return done, checkpointed
 
 
 def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
@@ -275,14 +281,12 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
     try:
         deadline = time.time() + 180
         while time.time() < deadline and driver.poll() is None:
-            dirs = trial_dirs(experiment)
-            done = [d for d in dirs if finished(d)]
-            running = [d for d in dirs if not finished(d) and len(list(d.glob("checkpoint_*"))) >= 2]
-            if done and running:
+            done, checkpointed = tune_snapshot(experiment)
+            if done and checkpointed:
                 break
             time.sleep(0.2)
         else:
-            pytest.fail("the study did not reach a finished and a checkpointed trial:\n"
+            pytest.fail("Tune's snapshot never held a finished and a checkpointed trial:\n"
                         + (tmp_path / "first.log").read_text()[-3000:])
     finally:
         stop(driver)
@@ -304,7 +308,7 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
         if trial_id in done_before:
             assert run.info.end_time == before[trial_id].info.end_time
             assert "resumed_from_iteration" not in run.data.tags
-    interrupted = [t for t in before if t not in done_before]
+    interrupted = checkpointed - done_before  # less any that finished in the instant before the kill
     assert interrupted and all(int(after[t].data.tags["resumed_from_iteration"]) >= 20 for t in interrupted)
 
 
