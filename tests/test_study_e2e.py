@@ -24,6 +24,7 @@ from core.config import TrainConfig
 from search_spaces import design
 from search_spaces.space import SearchSpace
 from study.run import build_parser, main, run_study
+from study.trainable import FINAL_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -266,7 +267,7 @@ def tune_snapshot(experiment: Path) -> tuple[set[str], set[str]]:
         return set(), set()
     done = {t.trial_id for t in trials if t.status == "TERMINATED"}
     checkpointed = {t.trial_id for t in trials if t.trial_id not in done and t.checkpoint is not None
-                    and not any(Path(t.path).glob("checkpoint_*/final.json"))}
+                    and not any(Path(t.path).glob(f"checkpoint_*/{FINAL_FILE}"))}
     return done, checkpointed
 
 
