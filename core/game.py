@@ -234,6 +234,14 @@ class Game:
             return cached[1]
         return self.decoder(z.detach())
 
+    def _fakes_for_encoder(self, prior: Mixture, noise: tuple[torch.Tensor, torch.Tensor], with_grad: bool):
+        """x_f = D(z_p) for the encoder step: a graph to ψ only when the prior steps with the encoder (the paper's
+        prior_with_encoder draws its fakes with gradient); the decoder does not step here either way."""
+        if with_grad:
+            return self.decoder(prior.draw(*noise))
+        with torch.no_grad():
+            return self.decoder(prior.detach().draw(*noise))
+
     def _step(self, loss: torch.Tensor, players: list[str], retain_graph: bool = False) -> None:
         """Gradients of `loss` for the named players only, then their optimiser steps."""
         modules = {"encoder": self.encoder, "decoder": self.decoder, "prior": self.prior}
@@ -275,10 +283,11 @@ class Game:
         kl_real, r_bar = self.kl(mu, logvar, prior, noise.kl_real, mean_responsibility=regularizer_shares_kl)
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
 
-        with torch.no_grad():
-            x_fake = self.decoder(target.draw(*noise.prior))
-        x_fr = torch.cat([x_fake, x_hat.detach()])
-        mu_fr, logvar_fr = self._encode(x_fr, parts=2)
+        x_fake = self._fakes_for_encoder(prior, noise.prior, with_grad=prior_steps_here)
+        # The encoder's inputs are detached; the reconstruction targets keep their graphs: rec_r's x̂ = D(z(φ))
+        # reaches the encoder, and with prior_with_encoder rec_f's x_f = D(z_p(ψ)) reaches the prior.
+        x_fr = torch.cat([x_fake, x_hat])
+        mu_fr, logvar_fr = self._encode(x_fr.detach(), parts=2)
         z_fr = reparameterize(mu_fr, logvar_fr, noise.z_fake_rec)
         rec_f, rec_r = reconstruction_error(x_fr, self._decode(z_fr, parts=2)).chunk(2)
         kl_f, kl_r = self.kl(mu_fr, logvar_fr, target, noise.kl_fake_rec)[0].chunk(2)

@@ -72,16 +72,16 @@ class ReferenceGame(Game):
         )
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
 
-        # x_f = D(z_p), z_p ~ p; encode x_f.detach() and x̂.detach(), reparameterise, decode
-        with torch.no_grad():
-            x_fake = self.decoder(self.prior.sample(b, noise=noise.prior))
+        # x_f = D(z_p), z_p ~ p (with gradient to ψ when the prior steps here); encode x_f.detach() and x̂.detach(),
+        # reparameterise, decode; the targets x_f and x̂ keep their graphs (x̂ = D(z(φ)) reaches the encoder)
+        x_fake = self.decoder(self.prior.sample(b, with_grad=prior_steps_here, noise=noise.prior))
         eps_f, eps_r = noise.z_fake_rec[:b], noise.z_fake_rec[b:]
         mc_f, mc_r = (None, None) if noise.kl_fake_rec is None else (noise.kl_fake_rec[:b], noise.kl_fake_rec[b:])
-        mu_f, logvar_f = self.encoder(x_fake)
+        mu_f, logvar_f = self.encoder(x_fake.detach())
         rec_f = reconstruction_error(x_fake, self.decoder(mu_f + eps_f * torch.exp(0.5 * logvar_f)))
         kl_f, _ = self.kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)
         mu_r, logvar_r = self.encoder(x_hat.detach())
-        rec_r = reconstruction_error(x_hat.detach(), self.decoder(mu_r + eps_r * torch.exp(0.5 * logvar_r)))
+        rec_r = reconstruction_error(x_hat, self.decoder(mu_r + eps_r * torch.exp(0.5 * logvar_r)))
         kl_r, _ = self.kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)
 
         # lossE_fake = (1/α)·(mean exp(−α·scale·(β_rec·rec_f + β_neg·KL_f)) + the same for x̂)/2

@@ -5,6 +5,7 @@ import torch
 
 from core.config import resolve_config
 from core.game import Game
+from core.losses import kl_and_mean_responsibility, kl_standard_normal, reconstruction_error
 from core.tasks import make_task
 
 
@@ -101,3 +102,55 @@ def test_learning_rate_follows_multistep_milestones():
     expected = [(1e-3, 5e-4), (1e-3, 5e-4), (1e-4, 5e-5), (1e-4, 5e-5), (1e-5, 5e-6), (1e-5, 5e-6)]
     for got, want in zip(rates, expected):
         assert got == pytest.approx(want)
+
+
+def literal_encoder_loss(game: Game, x: torch.Tensor, noise) -> torch.Tensor:
+    """lossE written out as the official implementations compute it: the encoder's inputs x_f and x̂ are detached,
+    the reconstruction targets are not (x̂ = D(z(φ)); with prior_with_encoder, x_f = D(z_p(ψ)))."""
+    c, scale, b = game.config, game.task.scale, x.shape[0]
+    prior = game.prior.mixture(with_grad=c.prior_with_encoder)
+
+    def kl(mu, logvar, target, eps):
+        if c.kl_estimator == "analytic":
+            return kl_standard_normal(mu, logvar)
+        return kl_and_mean_responsibility(mu, logvar, target, eps, mean_responsibility=False)[0]
+
+    def elbo_terms(target_x, eps_z, eps_kl):
+        mu, logvar = game.encoder(target_x.detach())
+        rec = reconstruction_error(target_x, game.decoder(mu + eps_z * torch.exp(0.5 * logvar)))
+        return rec, kl(mu, logvar, prior.detach(), eps_kl)
+
+    mu, logvar = game.encoder(x)
+    x_hat = game.decoder(mu + noise.z * torch.exp(0.5 * logvar))
+    loss_real = scale * (c.beta_kl * kl(mu, logvar, prior, noise.kl_real).mean()
+                         + c.beta_rec * reconstruction_error(x, x_hat).mean())
+    x_fake = game.decoder(prior.draw(*noise.prior))
+    mc = (None, None) if noise.kl_fake_rec is None else noise.kl_fake_rec.split(b)
+    rec_f, kl_f = elbo_terms(x_fake, noise.z_fake_rec[:b], mc[0])
+    rec_r, kl_r = elbo_terms(x_hat, noise.z_fake_rec[b:], mc[1])
+    exp_elbo = lambda rec, kl_: torch.exp(-c.alpha * scale * (c.beta_rec * rec + c.beta_neg * kl_)).mean()
+    return loss_real + (1 / c.alpha) * (exp_elbo(rec_f, kl_f) + exp_elbo(rec_r, kl_r)) / 2
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"prior": "standard", "kl_estimator": "analytic"}, {"prior": "mog"}, {"prior": "mog", "prior_with_encoder": True}],
+    ids=["standard-analytic", "mog", "mog-prior-with-encoder"],
+)
+def test_encoder_step_gradient_is_that_of_the_literal_loss_with_attached_targets(overrides):
+    """The encoder also learns through rec_r's target x̂ = D(z(φ)), and with prior_with_encoder the prior through
+    rec_f's target x_f = D(z_p(ψ)): detaching either target changes these gradients."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        game, x = make_game(**overrides)
+        x = x.double()
+        players = [game.encoder] + ([game.prior] if game.config.prior_with_encoder else [])
+        params = [p for module in players for p in module.parameters() if p.requires_grad]
+        torch.manual_seed(3)
+        expected = torch.autograd.grad(literal_encoder_loss(game, x, game.draw_encoder_noise(x)), params)
+        torch.manual_seed(3)
+        game.encoder_step(x)
+        for p, g in zip(params, expected):
+            torch.testing.assert_close(p.grad, g, rtol=1e-9, atol=1e-12)
+    finally:
+        torch.set_default_dtype(torch.float32)
