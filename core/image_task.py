@@ -47,7 +47,9 @@ from core.tasks import EVAL_SEED_OFFSET
 matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
 import matplotlib.pyplot as plt
 
-EVAL_CHUNK = 500  # images a no-grad pass handles at once (BatchNorm in eval mode: the chunk size changes nothing)
+# Images a no-grad pass handles at once in eval mode, where the chunk size changes nothing; the `paper` protocol's
+# train-mode passes use the training batch size instead (`_metric_batch`).
+EVAL_CHUNK = 500
 INCEPTION_BATCH = 200
 GRID_ROWS = 8
 
@@ -143,14 +145,16 @@ class ImageTask:
                 for net, mode in zip(nets, modes):
                     net.train(mode)
 
-    def generate(self, game, n: int) -> Iterator[torch.Tensor]:
-        """n generated images x = D(z), z ~ p_ψ, in chunks."""
-        for start in range(0, n, EVAL_CHUNK):
-            yield game.decoder(game.prior.sample(min(EVAL_CHUNK, n - start)))
+    def generate(self, game, n: int, chunk: int = EVAL_CHUNK) -> Iterator[torch.Tensor]:
+        """n generated images x = D(z), z ~ p_ψ, in chunks of `chunk`."""
+        for start in range(0, n, chunk):
+            yield game.decoder(game.prior.sample(min(chunk, n - start)))
 
-    def reconstruct(self, game, images: torch.Tensor, stochastic: bool = True) -> Iterator[torch.Tensor]:
-        """D(z) with z ~ q(z|x) (stochastic) or z = mu, in chunks."""
-        for x in images.split(EVAL_CHUNK):
+    def reconstruct(
+        self, game, images: torch.Tensor, stochastic: bool = True, chunk: int = EVAL_CHUNK
+    ) -> Iterator[torch.Tensor]:
+        """D(z) with z ~ q(z|x) (stochastic) or z = mu, in chunks of `chunk`."""
+        for x in images.split(chunk):
             mu, logvar = game.encoder(x)
             yield game.decoder(reparameterize(mu, logvar) if stochastic else mu)
 
@@ -176,8 +180,8 @@ class ImageTask:
         images (a random subset when the set is larger; the whole set otherwise) against those train images, on
         Inception pool3 features when `inception_weights` names the file, else on our classifier's features.
         Under the `paper` protocol the VAE generates and reconstructs these in train mode, and Inception runs in
-        train mode *(quirk)*; precision and recall use the same features as the Fréchet distance.
-        Call inside `_evaluating`.
+        train mode *(quirk)*, all in batches of the training batch size; precision and recall use the same features
+        as the Fréchet distance. Call inside `_evaluating`.
         """
         c = self.config
         extractor, extractor_metrics = self._feature_extractor()
@@ -185,9 +189,10 @@ class ImageTask:
         n_real = min(c.fid_samples, self.train_set.num_images)
         real = self.train_images[torch.randperm(self.train_set.num_images, device=self.device)[:n_real]]
         real_features = extractor.features(real)
+        chunk = self._metric_batch(EVAL_CHUNK)
         with self._generation_mode(game):
-            fake_features = torch.cat([extractor.features(x) for x in self.generate(game, c.fid_samples)])
-            rec_features = torch.cat([extractor.features(x) for x in self.reconstruct(game, real)])
+            fake_features = torch.cat([extractor.features(x) for x in self.generate(game, c.fid_samples, chunk)])
+            rec_features = torch.cat([extractor.features(x) for x in self.reconstruct(game, real, chunk=chunk)])
         scores = generation_scores(real_features, fake_features)
         real_stats = feature_statistics(real_features)
         metrics[f"{extractor.metric_prefix}_gen"] = scores["frechet_distance"]
@@ -195,6 +200,12 @@ class ImageTask:
         metrics["precision"], metrics["recall"] = scores["precision"], scores["recall"]
         metrics.update(self._latent_metrics(game))
         return metrics
+
+    def _metric_batch(self, clean: int) -> int:
+        """Batch size of a generation-metric pass: `clean` in eval mode, where it changes nothing; under the `paper`
+        protocol, whose train-mode BatchNorm makes every feature depend on its batch, the training batch size (as
+        the paper's code: 32 for CIFAR-10, 128 for (F)MNIST)."""
+        return self.config.batch_size if self.config.protocol == "paper" else clean
 
     @contextmanager
     def _generation_mode(self, game):
@@ -229,7 +240,8 @@ class ImageTask:
         c = self.config
         if c.inception_weights is not None:
             model = load_inception(c.inception_weights).to(self.device)
-            return InceptionFeatures(model, batch_size=INCEPTION_BATCH, train_mode=c.protocol == "paper"), {}
+            batch = self._metric_batch(INCEPTION_BATCH)
+            return InceptionFeatures(model, batch_size=batch, train_mode=c.protocol == "paper"), {}
         with torch.enable_grad():
             classifier = train_feature_classifier(self.train_images, self.train_labels, epochs=c.classifier_epochs,
                                                   seed=c.seed)
@@ -257,7 +269,7 @@ class ImageTask:
 
         subset = torch.randperm(n_train)[: c.probe_samples or n_train]
         metrics = latent_probes(sample_latents(self.train_images[subset.to(self.device)]), self.train_labels[subset],
-                                sample_latents(self.test_images), self.test_labels, seed=c.seed)
+                                sample_latents(self.test_images), self.test_labels)
 
         prior = game.prior.mixture(with_grad=False)
         responsibilities, sizes = [], []

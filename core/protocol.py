@@ -4,8 +4,12 @@
   checkpoints at `metric_epochs` add series of the same metrics over training.
 - `paper` *(quirk)*: what the paper's tables report. Every image metric is computed at the start of each epoch in
   `metric_epochs` (the paper: 0, 80, 120, 160, 200, 219; the model after the last epoch is never scored), the FID's
-  networks (Inception and the VAE) in train mode, and the run reports the checkpoint with the lowest FID: its FID
-  and all its other metrics, with `selected_epoch` naming it.
+  networks (Inception and the VAE) in train mode, where every feature depends on its batch, so they generate,
+  reconstruct and extract features in batches of the training batch size, as the paper's code; the run reports the
+  checkpoint with the lowest FID: its FID and all its other metrics, with `selected_epoch` naming it.
+
+The paper's image runs also reseed the global random state with the epoch number at every epoch, so its seeds differ
+only in their initialisation; priorstudy does not reseed under either protocol, so its ± over seeds is an honest one.
 
 A run records its protocol as the `protocol` param; analysis never puts the two in one table (analysis/tables.py).
 """

@@ -1,5 +1,7 @@
 """Image metrics on cases with known answers."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,8 @@ from core.metrics.images import (
     load_inception,
     precision_recall,
     prepare_for_inception,
+    probe_classifiers,
+    quantize_images,
     save_image_grid,
     train_feature_classifier,
 )
@@ -79,6 +83,51 @@ def test_latent_probes_on_separable_latents():
     assert all(value >= 0.95 for value in scores.values()), scores
 
 
+def test_probe_classifiers_are_libsvm_svcs_told_apart_by_their_iteration_cap():
+    """svm_few / svm_many are libsvm's one-vs-one SVC (not liblinear's LinearSVC, which converges and so erases the
+    difference): on 4,000 overlapping points svm_few stops at its 2,000 iterations, svm_many goes on to converge."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    probes = probe_classifiers()
+    assert list(probes) == ["svm_few", "svm_many", "knn_few", "knn_many"]
+    for name, max_iter in (("svm_few", 2_000), ("svm_many", 10_000)):
+        assert type(probes[name]) is SVC, name
+        assert (probes[name].kernel, probes[name].C, probes[name].max_iter) == ("linear", 0.025, max_iter)
+    assert [(type(probes[n]), probes[n].n_neighbors) for n in ("knn_few", "knn_many")] == [
+        (KNeighborsClassifier, 5),
+        (KNeighborsClassifier, 100),
+    ]
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(4_000, 4)), rng.integers(0, 2, size=4_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        few, many = probes["svm_few"].fit(z, y), probes["svm_many"].fit(z, y)
+    assert few.n_iter_.max() == 2_000 and 2_000 < many.n_iter_.max() < 10_000
+
+
+def test_latent_probes_on_digits_silence_only_their_own_convergence_warning():
+    """A real run on scikit-learn's digits (the 64 pixels standing in for latents): sensible accuracies, and the
+    ConvergenceWarning of an SVM stopped at its cap (4,000 noisy points) neither escapes nor changes the filters."""
+    from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
+
+    digits = load_digits()
+    z, y = digits.data, digits.target
+    scores = latent_probes(z[:1_500], y[:1_500], z[1_500:], y[1_500:])
+    assert set(scores) == {"svm_few", "svm_many", "knn_few", "knn_many"}
+    assert scores["svm_few"] >= 0.9 and scores["svm_many"] >= 0.9 and scores["knn_few"] >= 0.9, scores
+    assert 0.8 <= scores["knn_many"] < scores["knn_few"], scores
+
+    rng = np.random.default_rng(0)
+    noise, labels = rng.normal(size=(4_500, 4)), rng.integers(0, 2, size=4_500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        filters = list(warnings.filters)
+        latent_probes(noise[:4_000], labels[:4_000], noise[4_000:], labels[4_000:])
+        assert warnings.filters == filters
+
+
 def test_assignment_entropy_uniform_and_one_hot():
     k = 10
     uniform = [torch.full((20, k), 1 / k), torch.full((50, k), 1 / k)]
@@ -90,12 +139,21 @@ def test_assignment_entropy_uniform_and_one_hot():
     assert assignment_entropy([uniform[0], one_hot], [1, 3]) == pytest.approx(0.25, abs=1e-6)
 
 
+def test_quantize_images_truncates_to_uint8_as_the_papers_code():
+    """clip(255·x, 0, 255) cast to uint8 (truncation, not rounding), back to x/255; uint8 images pass unchanged."""
+    x = torch.tensor([0.7 / 255, 1.6 / 255, 254.9 / 255, 0.5, -0.2, 1.3])
+    expected = torch.tensor([0.0, 1.0, 254.0, 127.0, 0.0, 255.0]) / 255  # rounding: 1, 2, 255, 128, 0, 255
+    assert torch.equal(quantize_images(x), expected)
+    grid = torch.arange(256, dtype=torch.float32) / 255
+    assert torch.equal(quantize_images(grid), grid)
+
+
 def test_prepare_for_inception_quantises_repeats_and_rescales():
     images = torch.full((2, 1, 8, 8), 0.5)
-    images[1] = 1.7  # a generated image outside [0, 1] is clamped like a saved PNG
+    images[1] = 1.7  # a generated image outside [0, 1] is clipped to 255
     x = prepare_for_inception(images)
     assert x.shape == (2, 3, 299, 299)
-    torch.testing.assert_close(x[0], torch.full((3, 299, 299), 2 * 128 / 255 - 1))
+    torch.testing.assert_close(x[0], torch.full((3, 299, 299), 2 * 127 / 255 - 1))
     torch.testing.assert_close(x[1], torch.ones(3, 299, 299))
 
 

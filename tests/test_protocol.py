@@ -145,3 +145,59 @@ def test_paper_protocol_scores_in_train_mode_and_leaves_batchnorm_as_it_was(tmp_
     for config, train_mode in ((clean, False), (paper, True)):
         task = ImageTask(TrainConfig.from_dict({**config.to_dict(), "inception_weights": str(weights)}), CPU)
         assert task._feature_extractor()[0].train_mode is train_mode
+
+
+class _InceptionSpy(torch.nn.Module):
+    """Stands in for Inception pool3: records the size of every batch it sees; 4 features (a 1×1 conv, pooled)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+        self.batch_sizes = []
+
+    def forward(self, x):
+        self.batch_sizes.append(x.shape[0])
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def _chunks(n, size):
+    return [size] * (n // size) + ([n % size] if n % size else [])
+
+
+@pytest.mark.parametrize("protocol", ["clean", "paper"])
+def test_generation_metrics_batch_by_protocol(protocol, tmp_path, monkeypatch):
+    """paper: BatchNorm in train mode makes every feature depend on its batch, so the VAE generates and
+    reconstructs, and Inception sees real, generated and reconstructed images, in batches of the training batch
+    size (64 for digits), as the paper's code. clean (eval mode): the large chunks, where size changes nothing."""
+    weights = tmp_path / "pt_inception.pth"
+    weights.write_bytes(b"")
+    spy = _InceptionSpy()
+    monkeypatch.setattr(core.image_task, "load_inception", lambda path: spy)
+    n = 640  # 10 training batches; the clean chunks split it differently (500 + 140, Inception 200s)
+    extra = {"protocol": "paper", "metric_epochs": [0]} if protocol == "paper" else {}
+    config = smoke(fid_samples=n, prior="mog", num_components=10, inception_weights=str(weights), **extra)
+    torch.manual_seed(0)
+    task = ImageTask(config, CPU)
+    monkeypatch.setattr(task, "_latent_metrics", lambda game: {})  # the probes have their own passes
+    game = Game(config, task, CPU)
+    calls = {"encoder": [], "decoder": []}
+    for name in calls:
+        getattr(game, name).register_forward_hook(
+            lambda net, inputs, output, name=name: calls[name].append((net.training, inputs[0].shape[0]))
+        )
+    with task._evaluating(game):
+        metrics = task.image_metrics(game)
+    assert math.isfinite(metrics["fid_gen"]) and math.isfinite(metrics["fid_rec"])
+
+    if protocol == "paper":
+        assert config.batch_size == 64
+        assert calls["encoder"] == [(True, 64)] * 10  # reconstructions
+        assert calls["decoder"] == [(True, 64)] * 20  # generations, then reconstructions
+        assert spy.batch_sizes == [64] * 30  # real, generated, reconstructed
+    else:
+        vae = _chunks(n, core.image_task.EVAL_CHUNK)
+        assert vae == [500, 140]
+        assert calls["encoder"] == [(False, b) for b in vae]
+        assert calls["decoder"] == [(False, b) for b in vae + vae]
+        per_chunk = [s for b in vae for s in _chunks(b, core.image_task.INCEPTION_BATCH)]
+        assert spy.batch_sizes == _chunks(n, core.image_task.INCEPTION_BATCH) + per_chunk + per_chunk

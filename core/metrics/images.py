@@ -137,12 +137,13 @@ class FeatureExtractor(Protocol):
 
 
 def quantize_images(images: torch.Tensor) -> torch.Tensor:
-    """Round to the uint8 grid and back, as saving to PNG would (torchvision.utils.save_image's rounding)."""
-    return images.float().mul(255).add(0.5).clamp(0, 255).floor().div(255)
+    """To the uint8 grid and back as the paper's code does: clip(255·x, 0, 255) cast to uint8, which truncates
+    (0.7/255 becomes 0, not 1), then /255. Images already on the grid (k/255) pass unchanged."""
+    return images.float().mul(255).clamp(0, 255).to(torch.uint8).float().div(255)
 
 
 def prepare_for_inception(images: torch.Tensor) -> torch.Tensor:
-    """(N, 1 or 3, H, W) in [0, 1] -> (N, 3, 299, 299) in [−1, 1]: uint8 quantisation, grey repeated to 3 channels,
+    """(N, 1 or 3, H, W) in [0, 1] -> (N, 3, 299, 299) in [−1, 1]: uint8 truncation, grey repeated to 3 channels,
     bilinear resize (align_corners=False, as pytorch-fid), then 2x − 1."""
     x = quantize_images(images)
     if x.shape[1] == 1:
@@ -298,31 +299,39 @@ def train_feature_classifier(
 # --- Latent-space metrics ---------------------------------------------------------------------------------------
 
 
-def latent_probes(train_z, train_y, test_z, test_y, seed: int = 0) -> dict[str, float]:
-    """Test accuracy of classifiers fitted on train latents: {svm_few, svm_many, knn_few, knn_many}.
+def probe_classifiers() -> dict:
+    """The unfitted probes, as the paper's code builds them: svm_* = libsvm's SVC (linear kernel, C = 0.025,
+    one-vs-one) with max_iter 2,000 / 10,000, the iteration cap being what tells "few" from "many" (liblinear's
+    LinearSVC would converge in both and erase the difference); knn_* = k-nearest neighbours with k = 5 / 100."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
 
-    Latents are standardised with a StandardScaler fitted on train. svm_* = LinearSVC(C = 0.025) with max_iter
-    2,000 / 10,000, solved in the dual (liblinear's coordinate descent, scikit-learn's default before 1.5), where
-    the iteration cap is what tells the two apart; knn_* = k-nearest neighbours with k = 5 / 100.
-    An SVM stopped at its iteration cap is the point of svm_few, so its ConvergenceWarning is silenced.
+    return {
+        "svm_few": SVC(kernel="linear", C=0.025, max_iter=2_000),
+        "svm_many": SVC(kernel="linear", C=0.025, max_iter=10_000),
+        "knn_few": KNeighborsClassifier(n_neighbors=5),
+        "knn_many": KNeighborsClassifier(n_neighbors=100),
+    }
+
+
+def latent_probes(train_z, train_y, test_z, test_y) -> dict[str, float]:
+    """Test accuracy of the `probe_classifiers` fitted on the whole train set: {svm_few, svm_many, knn_few, knn_many}.
+
+    Latents are standardised with a StandardScaler fitted on train. An SVM stopped at its iteration cap is the
+    point of svm_few, so libsvm's ConvergenceWarning is silenced here (and only here).
     """
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
 
     train_y, test_y = _as_numpy(train_y).astype(np.int64), _as_numpy(test_y).astype(np.int64)
     scaler = StandardScaler().fit(_as_numpy(train_z))
     train_x, test_x = scaler.transform(_as_numpy(train_z)), scaler.transform(_as_numpy(test_z))
-    probes = {
-        "svm_few": LinearSVC(C=0.025, max_iter=2_000, dual=True, random_state=seed),
-        "svm_many": LinearSVC(C=0.025, max_iter=10_000, dual=True, random_state=seed),
-        "knn_few": KNeighborsClassifier(n_neighbors=5),
-        "knn_many": KNeighborsClassifier(n_neighbors=100),
-    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return {name: float(probe.fit(train_x, train_y).score(test_x, test_y)) for name, probe in probes.items()}
+        return {
+            name: float(probe.fit(train_x, train_y).score(test_x, test_y))
+            for name, probe in probe_classifiers().items()
+        }
 
 
 def assignment_entropy(responsibility_batches: Iterable[torch.Tensor], batch_sizes: Iterable[int]) -> float:
