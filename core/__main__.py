@@ -96,11 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}; the last good checkpoint is in {args.out}/checkpoint.pt" if args.out
               else f"error: {error}", file=sys.stderr)
         return 3
-    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
-    print(json.dumps(shown, indent=1))
+    print(json.dumps({key: _shown(value) for key, value in metrics.items()}, indent=1))
     if args.out:
         print(f"wrote {', '.join(sorted(p.name for p in args.out.iterdir()))} in {args.out}")
     return 0
+
+
+def _shown(value):
+    """A metric for the printout: floats to 4 decimals, except tiny ones (gnelbo is ~1e-7, which 4 decimals would
+    print as 0.0) that keep 5 significant digits (3.1416e-07)."""
+    if not isinstance(value, float):
+        return value
+    return float(f"{value:.4e}") if 0 < abs(value) < 1e-3 else round(value, 4)
 
 
 def _saver(out: Path):

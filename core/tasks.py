@@ -15,7 +15,14 @@ from core.config import TrainConfig
 from core.data.toy2d import grid_scale, sample_toy2d
 from core.figures import plot_2d_run
 from core.losses import kl_and_mean_responsibility, reconstruction_error
-from core.metrics.density import gnelbo, histogram_jsd, histogram_kl, neg_elbo_grid, sample_entropy_kl
+from core.metrics.density import (
+    PAPER_BATCH_SIZE,
+    gnelbo,
+    histogram_jsd,
+    histogram_kl,
+    neg_elbo_grid,
+    sample_entropy_kl,
+)
 from core.nets import MLPDecoder, MLPEncoder
 
 EVAL_SEED_OFFSET = 29_999
@@ -46,8 +53,11 @@ class ToyTask:
         return sample_toy2d(self.config.dataset, n, generator=generator, device=self.device)
 
     def init_data(self, k: int) -> torch.Tensor:
-        """The VampPrior's pseudo-inputs start at the first K points of one batch of 512."""
-        return self.sample(max(k, VAMP_INIT_BATCH), self.generator)[:k]
+        """The VampPrior's pseudo-inputs start at K points of one batch of 512, shuffled with the task's generator:
+        2spirals' sampler returns one arm and then the other, so its first K points would all sit on one arm."""
+        batch = self.sample(max(k, VAMP_INIT_BATCH), self.generator)
+        order = torch.randperm(len(batch), generator=self.generator, device=self.device)
+        return batch[order[:k]]
 
     def rng_state(self) -> torch.Tensor:
         return self.generator.get_state()
@@ -94,11 +104,16 @@ class ToyTask:
         real, fake = self._pair(game, generator)
         metrics["jsd"] = histogram_jsd(real, fake, self.grid_scale)
         if final:
-            c = self.config
-            real_points = self.sample(c.gnelbo_batches * 128, generator)
-            metrics["gnelbo"] = gnelbo(self.neg_elbo_fn(game), real_points, self.grid_scale,
-                                       grid_size=c.gnelbo_grid, chunk=self._chunk(game))
+            metrics["gnelbo"] = gnelbo(self.neg_elbo_fn(game), self.gnelbo_real_points(generator), self.grid_scale,
+                                       grid_size=self.config.gnelbo_grid, chunk=self._chunk(game))
         return metrics
+
+    def gnelbo_real_points(self, generator: torch.Generator) -> torch.Tensor:
+        """gnelbo's real points: `gnelbo_batches` separately drawn batches of 128, as the paper's code draws them.
+        Not one batch of as many points: the rings sampler places a batch's points at n//4 evenly spaced angles a
+        ring, so batches of 128 keep 32 fixed angles a ring where one batch of 12,800 would have 3,200."""
+        batches = [self.sample(PAPER_BATCH_SIZE, generator) for _ in range(self.config.gnelbo_batches)]
+        return torch.cat(batches)
 
     def _chunk(self, game) -> int:
         """Points per negELBO chunk, so that chunk·M·K logits stay near 16M floats."""

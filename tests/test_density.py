@@ -1,4 +1,4 @@
-"""2D density metrics (DESIGN.md §2 "Metrics") on cases with known answers, and the run figure."""
+"""2D density metrics on cases with known answers, and the run figure."""
 
 import math
 
@@ -10,11 +10,14 @@ import torch.nn.functional as F
 from core.data.toy2d import sample_toy2d
 from core.figures import plot_2d_run
 from core.metrics.density import (
+    PAPER_GRID,
+    PAPER_REAL_POINTS,
     gnelbo,
     histogram_jsd,
     histogram_kl,
     histograms,
     neg_elbo_grid,
+    paper_grid_weights,
     sample_entropy_kl,
 )
 
@@ -91,26 +94,70 @@ def test_sample_entropy_kl_is_zero_for_uniform_and_known_for_one_cell():
     assert sample_entropy_kl(one_cell, scale) == pytest.approx(expected, rel=1e-9)
 
 
-def test_gnelbo_of_a_constant_neg_elbo_is_one_over_the_point_count():
-    grid_size, n_real, c = 16, 10, 3.7
-    real = torch.randn(n_real, 2)
-    result = gnelbo(lambda x: torch.full((len(x),), c), real, scale=1.0, grid_size=grid_size, chunk=50)
-    assert result == pytest.approx(1 / (grid_size**2 + n_real), rel=1e-12)
+def _quadratic(x: torch.Tensor) -> torch.Tensor:
+    return 1.0 + x[:, 0] ** 2 + 2.0 * x[:, 1] ** 2
 
 
-def test_gnelbo_matches_its_formula_and_ignores_chunking():
+def test_paper_constants():
+    assert PAPER_GRID == 1024 and PAPER_REAL_POINTS == 100 * 128
+
+
+def test_paper_grid_weights_sum_to_the_paper_grid_and_are_ones_on_it():
+    for grid_size in (1, 2, 32, 256, 1000):
+        u = paper_grid_weights(grid_size)
+        assert u.shape == (grid_size,) and (u > 0).all()
+        assert u.sum().item() == pytest.approx(PAPER_GRID, rel=1e-12)
+    torch.testing.assert_close(paper_grid_weights(PAPER_GRID), torch.ones(PAPER_GRID, dtype=torch.float64))
+    # a bilinear function's sum over the paper's grid is reproduced exactly from any coarser grid
+    axis = torch.linspace(-2, 2, 7, dtype=torch.float64)
+    u, fine = paper_grid_weights(7), torch.linspace(-2, 2, PAPER_GRID, dtype=torch.float64)
+    coarse = (1 + axis[:, None]) * (3 - axis[None, :])
+    assert (u @ coarse @ u).item() == pytest.approx(((1 + fine[:, None]) * (3 - fine[None, :])).sum().item(), rel=1e-12)
+
+
+def test_gnelbo_of_a_constant_neg_elbo_is_one_over_the_paper_point_count_at_any_grid_and_count():
+    # Σ grid = 1024²·c and Σ real = 12,800·c whatever grid and number of real points estimate them.
+    c = 3.7
+    for grid_size, n_real in [(16, 10), (256, 2560), (1024, 12_800)]:
+        result = gnelbo(lambda x: torch.full((len(x),), c), torch.randn(n_real, 2), 1.0, grid_size, chunk=50_000)
+        assert result == pytest.approx(1 / (PAPER_GRID**2 + PAPER_REAL_POINTS), rel=1e-12)
+
+
+def test_gnelbo_at_the_paper_grid_and_point_count_is_the_raw_formula():
+    real, scale = torch.randn(PAPER_REAL_POINTS, 2), 2.0
+    axis = torch.linspace(-2 * scale, 2 * scale, PAPER_GRID, dtype=torch.float64)
+    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
+    grid_values = 1 + gx**2 + 2 * gy**2
+    real_values = _quadratic(real.double())
+    expected = (real_values.mean() / (grid_values.sum() + real_values.sum())).item()
+    assert gnelbo(_quadratic, real, scale, PAPER_GRID, chunk=2**18) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("grid_size", [32, 256])
+def test_a_coarse_grid_estimates_the_paper_grid(grid_size):
+    """The coarse grid's weighted sum estimates the 1024² grid's sum: for 1 + x² + 2y² on [−4, 4]² the bilinear
+    weights are within 2e-3 (grid 32) and 3e-5 (grid 256) of it; a plain (1024/G)² rescale is off by 6 % and 0.6 %."""
+    real, scale = torch.randn(500, 2), 2.0
+    paper = gnelbo(_quadratic, real, scale, PAPER_GRID, chunk=2**18)
+    coarse = gnelbo(_quadratic, real, scale, grid_size, chunk=2**18)
+    assert coarse == pytest.approx(paper, rel=3e-3 if grid_size == 32 else 1e-4)
+
+
+def test_gnelbo_counts_the_real_points_as_the_paper_12800():
+    """The same real points repeated 20 or 100 times (2,560 or 12,800 points) give the same gnelbo."""
+    batch, scale = torch.randn(128, 2), 2.0
+    twenty = gnelbo(_quadratic, batch.repeat(20, 1), scale, 64, chunk=4096)
+    hundred = gnelbo(_quadratic, batch.repeat(100, 1), scale, 64, chunk=4096)
+    assert twenty == pytest.approx(hundred, rel=1e-12)
+
+
+def test_gnelbo_ignores_chunking_and_needs_no_gradients():
     weight = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
 
     def neg_elbo(x):
         return (x**2 * weight).sum(dim=1) + 1.0
 
     real, scale, grid_size = torch.randn(37, 2), 2.0, 20
-    axis = torch.linspace(-2 * scale, 2 * scale, grid_size)
-    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
-    grid_values = gx**2 + 2 * gy**2 + 1
-    real_values = real[:, 0] ** 2 + 2 * real[:, 1] ** 2 + 1
-    expected = (real_values.mean() / (grid_values.sum() + real_values.sum())).item()
-    assert gnelbo(neg_elbo, real, scale, grid_size, chunk=7) == pytest.approx(expected, rel=1e-5)
     assert gnelbo(neg_elbo, real, scale, grid_size, chunk=7) == pytest.approx(
         gnelbo(neg_elbo, real, scale, grid_size, chunk=10_000), rel=1e-12
     )
