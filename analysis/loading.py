@@ -2,7 +2,7 @@
 
 `runs`: one row per trial, failed and unfinished ones included: identity (run_id, trial_id, trial_name), `state`
 (finished | stopped_early | failed | running), failure_reason, device_used (the tag; `device` is the config
-key), the full resolved config as typed columns (the
+key), betas_from (the grid run a trial's betas came from, if any), the full resolved config as typed columns (the
 study's factors among them), and the final value of every metric (MLflow's latest value: the largest step; a
 metric named like a config key gets the column NAME_metric: the k-NN `precision` of an image study is
 `precision_metric`, as `precision` is the fp32 | bf16 config key).
@@ -10,9 +10,9 @@ metric named like a config key gets the column NAME_metric: the k-NN `precision`
 
 The layout read here is the one study/tracking.py writes: one experiment per study, one run per trial, params =
 the resolved config (plus a grid's `variant` and a searched `beta_neg_multiple`), tags space / study / study_id /
-trial_id / trial_name / git_commit / device / failure_reason / stopped_early. The factors are the search space's
-axes that vary in the study; for a space this code does not know, they are inferred from the runs (the params
-that vary, excluding the seed and the params that other varying params determine).
+trial_id / trial_name / git_commit / device / failure_reason / stopped_early / betas_from. The factors are the
+search space's axes that vary in the study; for a space this code does not know, they are inferred from the runs
+(the params that vary, excluding the seed and the params that other varying params determine).
 """
 
 from __future__ import annotations
@@ -326,11 +326,12 @@ def _runs_frame(raw: list) -> tuple[pd.DataFrame, list[str], list[str]]:
             "end_time": pd.to_datetime(end, unit="ms", utc=True) if end else pd.NaT,
             "duration_s": (end - run.info.start_time) / 1000 if end and run.info.start_time else np.nan,
             "git_commit": tags.get("git_commit"), "device_used": tags.get("device"),
+            "betas_from": tags.get("betas_from"),
         })
     frame = pd.DataFrame(rows, columns=["run_id", "trial_id", "trial_name", "study_id", "state", "mlflow_status",
                                         "failure_reason", "stopped_early", "start_time", "end_time", "duration_s",
-                                        "git_commit", "device_used"])
-    frame["failure_reason"] = frame["failure_reason"].astype(object)
+                                        "git_commit", "device_used", "betas_from"])
+    frame[["failure_reason", "betas_from"]] = frame[["failure_reason", "betas_from"]].astype(object)
     columns = {p: typed_column([r.data.params.get(p, "None") for r in raw]) for p in params}
     metric_columns = {}
     for key in metric_keys:

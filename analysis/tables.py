@@ -5,8 +5,10 @@ spread, std/√n, where std is np.std with ddof = 0 (population std, as the pape
 column is marked (lower or higher is better by metric; none is marked where neither is), and every row is
 compared with a baseline row by Welch's two-sided t-test (unequal variances, scipy.stats.ttest_ind with
 equal_var=False) on its seeds' values. Failed, unfinished and early-stopped trials are counted per row, never
-averaged in. Selection rules (the paper's): per configuration keep the β with the lowest kl (2D) or the λ with
-the lowest seed-mean FID (images). Output: Markdown, LaTeX (booktabs) and CSV (the raw numbers).
+averaged in. Each row shows the betas it ran at (a study may run each configuration at its own, `--betas-from`),
+unless the betas are factors; the caption names the evaluation protocol (one per table, or a factor). Selection
+rules (the paper's): per configuration keep the β with the lowest kl (2D) or the λ with the lowest seed-mean FID
+(images). Output: Markdown, LaTeX (booktabs) and CSV (the raw numbers).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ SELECTIONS = {
     "lambda": (("responsibility_weight",), "fid_gen", "min"),
 }
 SPREADS = {"sem": "std/√n", "std": "std"}
+BETA_KEYS = ("beta_rec", "beta_kl", "beta_neg")
+BETAS_HEADER = "β (rec, kl, neg)"
+PROTOCOL_NOTES = {"paper": "paper (reproduces the paper code's quirks)", "clean": "clean"}
 TEST_NAME = "Welch's two-sided t-test (unequal variances; scipy.stats.ttest_ind, equal_var=False)"
 
 
@@ -57,6 +62,7 @@ class AblationTable:
     alpha: float = 0.05
     decimals: int = 2
     selection: str | None = None
+    protocol: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def best(self, metric: str) -> list[str]:
@@ -82,6 +88,8 @@ class AblationTable:
                      "rows or metrics with fewer than 2 seeds or no variance get no test.")
         if self.selection:
             text += f" {self.selection}"
+        if self.protocol:
+            text += f" Protocol: {PROTOCOL_NOTES.get(self.protocol, self.protocol)}."
         return text
 
     def cells(self, spread: str = "sem", bold: tuple[str, str] = ("**", "**"), star: str = "*") -> pd.DataFrame:
@@ -92,6 +100,8 @@ class AblationTable:
             out[f] = [level_label(v) for v in self.stats[f]]
         if not self.factors:
             out["configuration"] = list(self.stats.index)
+        if "betas" in self.stats:
+            out[BETAS_HEADER] = list(self.stats["betas"])
         out["n"] = self.stats["n"].astype(int).astype(str)
         out["failed"] = self.stats["failed"].astype(int).astype(str)
         for column, header in (("stopped_early", "stopped early"), ("running", "unfinished")):
@@ -211,15 +221,19 @@ def ablation_table(
     {m}_mean, {m}_std (np.std, ddof 0), {m}_sem (= std/√n), {m}_n, {m}_diff and {m}_p_welch (against the baseline).
     `baseline`: factor values ({'clip': 'none'}, or 'clip=none,responsibility_weight=0'), a row label (a variant
     name), or None for no comparison. Runs of both protocols (clean, paper: core/protocol.py) measure different
-    things and are refused in one table unless `protocol` is one of the factors.
+    things and are refused in one table unless `protocol` is one of the factors. A `betas` column ('β_rec, β_kl,
+    β_neg' per row) is added unless a β is a factor.
     """
     check_one_protocol(runs, factors)
+    show_betas = all(k in runs for k in BETA_KEYS) and not set(factors) & {*BETA_KEYS, "beta_neg_multiple"}
     labelled = add_config_labels(runs, factors, levels or {})
     rows = []
     for label, group in labelled.groupby("config", observed=True, sort=True):
         done = group[group["state"] == "finished"]
         row: dict[str, Any] = {"configuration": label}
         row.update({f: group[f].iloc[0] for f in factors})
+        if show_betas:
+            row["betas"] = beta_label(group)
         row.update(runs=len(group), n=len(done), failed=int((group["state"] == "failed").sum()),
                    stopped_early=int((group["state"] == "stopped_early").sum()),
                    running=int((group["state"] == "running").sum()))
@@ -242,8 +256,20 @@ def ablation_table(
         table[f"{m}_diff"] = table[f"{m}_mean"] - table.loc[base_label, f"{m}_mean"]
         table[f"{m}_p_welch"] = [math.nan if label == base_label else welch(_values(labelled, label, m), base_values)
                                  for label in table.index]
+    protocols = runs["protocol"].dropna().unique() if "protocol" in runs and "protocol" not in factors else []
     return AblationTable(stats=table, factors=factors, metrics=metrics, baseline=base_label, alpha=alpha,
-                         decimals=decimals, selection=selection)
+                         decimals=decimals, selection=selection,
+                         protocol=str(protocols[0]) if len(protocols) else None)
+
+
+def beta_label(runs: pd.DataFrame) -> str:
+    """The betas of a row's runs, 'β_rec, β_kl, β_neg' ('–' for a VAE's β_neg: it never plays the game); the
+    distinct sets joined by ' | ' where the row's runs differ."""
+    labels = []
+    for _, run in runs.iterrows():
+        neg = "–" if run.get("model") == "vae" else level_label(run["beta_neg"])
+        labels.append(f"{level_label(run['beta_rec'])}, {level_label(run['beta_kl'])}, {neg}")
+    return " | ".join(dict.fromkeys(labels))
 
 
 def check_one_protocol(runs: pd.DataFrame, factors: list[str]) -> None:
@@ -366,6 +392,7 @@ def _p_text(p: float) -> str:
 
 def _latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                          ("×", r"$\times$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("–", "--")):
+                          ("×", r"$\times$"), ("β", r"$\beta$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"),
+                          ("–", "--")):
         text = text.replace(char, escaped)
     return text

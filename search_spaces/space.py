@@ -4,8 +4,8 @@ A space is plain data. Ablations are factorial grids (Tune's grid search) with s
 variant may run only some values of an axis (`narrow`: N(0,I) has one mode, so the responsibility weight changes
 nothing there); tuning spaces are Tune domains or an Optuna define-by-run function, searched by OptunaSearch (TPE)
 with ASHA early stopping. Every trial's configuration is `resolve_trial(study, trial)`: the dataset's budget
-defaults, then the space's fixed keys and the user's `--set`, then the trial's variant and axes, then derived keys
-(β_neg = m·β_kl).
+defaults, then the space's fixed keys (with those of the budget) and the user's `--set`, then the trial's variant
+(with keys a study added to it, e.g. its own betas) and axes, then derived keys (β_neg = m·β_kl).
 The study constants (`StudyDesign.study_config`) and the trial config (its variant, axes, seed) are plain data,
 so a Ray worker needs no registry to rebuild the TrainConfig.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
-from core.config import DATASETS, TOY_DATASETS, ConfigError, TrainConfig, resolve_config
+from core.config import BUDGETS, DATASETS, TOY_DATASETS, ConfigError, TrainConfig, resolve_config
 
 METRICS = ("kl", "jsd", "gnelbo", "sample_entropy_kl", "fid_gen", "fid_rec", "fd_classifier_gen", "precision",
            "recall", "svm_few", "svm_many", "knn_few", "knn_many", "assignment_entropy")
@@ -44,6 +44,8 @@ class SearchSpace:
     """One named study design. `grid` and `variants` are crossed (with the seeds); `search` is sampled.
 
     `narrow` = {variant: {grid axis: values}}: that variant runs only those values of the axis.
+    `budget_base` = {budget: {key: value}}: fixed keys at that budget only, over `base` (a protocol that needs
+    something the budget leaves out).
     """
 
     name: str
@@ -51,6 +53,7 @@ class SearchSpace:
     metric: str = "kl"
     mode: str = "min"
     base: Mapping[str, Any] = field(default_factory=dict)
+    budget_base: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     narrow: Mapping[str, Mapping[str, Sequence[Any]]] = field(default_factory=dict)
@@ -92,13 +95,21 @@ class SearchSpace:
                 if key not in self.grid or not values or not set(values) <= set(self.grid[key]):
                     raise SpaceError(f"space {self.name!r}: narrow[{variant!r}][{key!r}] = {list(values)} must be "
                                      f"some of the grid axis {key!r}'s values {list(self.grid.get(key, []))}")
+        unknown = sorted(set(self.budget_base) - set(BUDGETS))
+        if unknown:
+            raise SpaceError(f"space {self.name!r}: budget_base names unknown budget(s) {unknown} "
+                             f"(expected: {', '.join(BUDGETS)})")
         if self.samples < 1:
             raise SpaceError(f"space {self.name!r}: samples = {self.samples} must be at least 1")
 
 
 @dataclass(frozen=True)
 class StudyDesign:
-    """A space bound to a dataset, a budget, seeds, the user's fixed overrides and a sample count."""
+    """A space bound to a dataset, a budget, seeds, the user's fixed overrides and a sample count.
+
+    `variant_tags` = {variant: {tag: value}}: MLflow tags of that variant's trials (where `with_variant_keys` got
+    its keys from).
+    """
 
     space: SearchSpace
     dataset: str
@@ -108,6 +119,7 @@ class StudyDesign:
     fixed: Mapping[str, Any]
     grid: Mapping[str, Sequence[Any]]
     search: Mapping[str, Domain] | DefineByRun | None
+    variant_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def searched(self) -> bool:
@@ -128,7 +140,20 @@ class StudyDesign:
     def study_config(self) -> dict[str, Any]:
         """The constant part of every trial config: how to build the TrainConfig, as plain data."""
         return {"space": self.space.name, "dataset": self.dataset, "budget": self.budget, "fixed": dict(self.fixed),
-                "variants": {k: dict(v) for k, v in self.space.variants.items()}}
+                "variants": {k: dict(v) for k, v in self.space.variants.items()},
+                "variant_tags": {k: dict(v) for k, v in self.variant_tags.items()}}
+
+    def with_variant_keys(self, keys: Mapping[str, Mapping[str, Any]],
+                          tags: Mapping[str, Mapping[str, str]]) -> StudyDesign:
+        """This design with more config keys for some variants (each its own betas, say), over the variant's own
+        and the fixed keys, and the MLflow tags that say where they came from."""
+        unknown = sorted(set(keys) - set(self.space.variants))
+        if unknown:
+            raise SpaceError(f"unknown variant(s) {unknown} of space {self.space.name!r} "
+                             f"(expected: {', '.join(self.space.variants) or 'none'})")
+        variants = {name: {**overrides, **keys.get(name, {})} for name, overrides in self.space.variants.items()}
+        return dataclasses.replace(self, space=dataclasses.replace(self.space, variants=variants),
+                                   variant_tags={**self.variant_tags, **tags})
 
     def param_space(self) -> dict[str, Any]:
         """Tune's param_space: grid axes (with seeds) or Tune domains; the constants travel in study_config."""
@@ -246,9 +271,9 @@ def design(
     narrow = {k: v for k, v in space.narrow.items() if k in variants}
     bound = dataclasses.replace(space, variants=variants, narrow=narrow)
     fixed_config = {k: v for k, v in fixed.items() if k != VARIANT}
+    fixed_config = {**space.base, **space.budget_base.get(budget, {}), **fixed_config}
     return StudyDesign(space=bound, dataset=dataset, budget=budget, seeds=seeds,
-                       samples=samples or space.samples, fixed={**space.base, **fixed_config}, grid=grid,
-                       search=search)
+                       samples=samples or space.samples, fixed=fixed_config, grid=grid, search=search)
 
 
 def derived_overrides(params: Mapping[str, Any], beta_kl: float) -> dict[str, Any]:
@@ -282,6 +307,11 @@ def resolve_trial(study: Mapping[str, Any], trial: Mapping[str, Any]) -> TrainCo
 def searched_params(trial: Mapping[str, Any]) -> dict[str, Any]:
     """What the search chose that is not itself a config key (the variant name, β_neg's multiple)."""
     return {k: v for k, v in trial.items() if k in (VARIANT, *DERIVED)}
+
+
+def variant_tags(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, str]:
+    """The MLflow tags of the trial's variant (e.g. where its betas came from); none for most trials."""
+    return dict(study.get("variant_tags", {}).get(trial.get(VARIANT), {}))
 
 
 def _domain_corners(search: Mapping[str, Domain]) -> list[dict[str, Any]]:

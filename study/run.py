@@ -1,10 +1,11 @@
 """python -m study.run --space NAME: a named search space as a Ray Tune study, tracked in MLflow.
 
 Grid spaces run every point (with seeds as an axis) through Tune's grid search; searched spaces run OptunaSearch
-(TPE) with ASHA early stopping. Everything that can be wrong with the request (space, values, image data and
-Inception weights, Ray address and resources, tracking URI, an existing study) is reported before any trial
-starts. The study can be resumed after a crash or a kill with --resume: finished trials are kept, unfinished ones
-continue from their last checkpoint.
+(TPE) with ASHA early stopping; with --betas-from, each variant runs at the best betas of its own configuration
+in finished grid studies (study/betas_from.py). Everything that can be wrong with the request (space, values,
+grid studies, image data and Inception weights, Ray address and resources, tracking URI, an existing study) is
+reported before any trial starts. The study can be resumed after a crash or a kill with --resume: finished trials
+are kept, unfinished ones continue from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
-from study import tracking
+from study import betas_from, tracking
 
 STUDY_FILE = "study.json"
 DEFAULT_DATASET = "8gaussians"
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the study NAME after an interruption")
     p.add_argument("--max-failures", type=int, default=0,
                    help="retries of a crashed trial from its last checkpoint (default 0)")
+    p.add_argument("--betas-from", action="append", default=[], metavar="STUDY",
+                   help="run each variant at the lowest-kl betas of its own configuration in these finished grid "
+                        "studies (betas_grid, betas_grid_vae) of the same --tracking-uri (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials and exit")
     return p
 
@@ -185,7 +189,8 @@ def describe_trials(d: StudyDesign) -> str:
     lines = [f"space {d.space.name}: {d.space.description}",
              f"dataset {d.dataset}, budget {d.budget}, metric {d.metric} ({d.space.mode}), "
              f"{d.trial_count} trials, " + ("Optuna TPE + ASHA" if d.searched else "grid search"),
-             "fixed config: " + ", ".join(f"{k}={v}" for k, v in base.items() if k != "extra")]
+             "fixed config: " + ", ".join(f"{k}={v}" for k, v in base.items() if k != "extra"),
+             *describe_variant_tags(d)]
     if d.searched:
         if isinstance(d.search, dict):
             lines += [f"searched: {k} ~ {describe_domain(v)}" for k, v in d.search.items()]
@@ -198,6 +203,12 @@ def describe_trials(d: StudyDesign) -> str:
         label = ", ".join(f"{k}={v}" for k, v in point.items())
         lines.append(f"  trial {i:>3}: {label}  ->  " + ", ".join(f"{k}={v}" for k, v in changed.items()))
     return "\n".join(lines)
+
+
+def describe_variant_tags(d: StudyDesign) -> list[str]:
+    """Where a variant's added keys come from, e.g. 'variant vae-vamp: betas_from=grid: run 1f2e (kl 3.1)'."""
+    return [f"variant {v}: " + ", ".join(f"{k}={value}" for k, value in tags.items())
+            for v, tags in d.variant_tags.items()]
 
 
 def describe_domain(domain) -> str:
@@ -351,6 +362,14 @@ def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
     if args.resume and not space.searched:
         samples = None
     d = design(space, args.dataset, args.budget, seeds=seeds, samples=samples, fixed=fixed)
+    if args.resume and args.betas_from:
+        raise StudyError("--resume runs the study at the betas it chose when it started; leave out --betas-from")
+    if args.resume and saved["study"].get("variant_tags"):
+        tags = saved["study"]["variant_tags"]
+        d = d.with_variant_keys({v: saved["study"]["variants"][v] for v in tags}, tags)
+    if args.betas_from:
+        uri = tracking.absolute_tracking_uri(args.tracking_uri)
+        d = betas_from.apply(d, betas_from.choose(d, args.betas_from, uri))
     d.validate()
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise StudyError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
@@ -374,8 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(describe_trials(d))
             return 0
         check_inputs(d, args.download)
+        for line in describe_variant_tags(d):
+            print(line)
         results, study = run_study(d, args, name, experiment_path)
-    except (StudyError, SpaceError, ConfigError, tracking.TrackingError, FileNotFoundError) as err:
+    except (StudyError, SpaceError, ConfigError, tracking.TrackingError, betas_from.BetasError,
+            FileNotFoundError) as err:
         # FileNotFoundError: the image data (core's DatasetNotFound) or the Inception weights are missing
         print(f"error: {err}", file=sys.stderr)
         return 2

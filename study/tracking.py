@@ -1,11 +1,11 @@
 """MLflow for a study: one experiment per study (created on the driver), one run per trial (opened by the trial).
 
 A trial's run holds the full resolved config as params, every report as a step series (step = iteration), tags
-naming the space, study, trial, commit, project version, device and Ray resources, and figure.png / metrics.json
-with samples.npy (2D) or samples.png / reconstructions.png (images) as artifacts. The trial opens its run with Ray's
-`setup_mlflow`, and finds it again by its `trial_id` tag when Tune restores the trial. `TrialRunStatus`, a Tune
-callback on the driver, closes the runs that a trial could not close itself (stopped by ASHA, crashed, killed) and
-records why.
+naming the space, study, trial, commit, project version, device and Ray resources (and `betas_from`: the grid run
+its betas came from), and figure.png / metrics.json with samples.npy (2D) or samples.png / reconstructions.png
+(images) as artifacts. The trial opens its run with Ray's `setup_mlflow`, and finds it again by its `trial_id` tag
+when Tune restores the trial. `TrialRunStatus`, a Tune callback on the driver, closes the runs that a trial could
+not close itself (stopped by ASHA, crashed, killed) and records why.
 """
 
 from __future__ import annotations
@@ -230,13 +230,13 @@ class TrialRunStatus(tune.Callback):
             print(f"warning: could not record trial {trial.trial_id} in MLflow: {err.message}")
 
     def _close_run(self, trial, status: str) -> None:
-        from search_spaces.space import resolve_trial, searched_params
+        from search_spaces.space import resolve_trial, searched_params, variant_tags
 
         uri, client = self.study["tracking_uri"], _client(self.study["tracking_uri"])
         run = find_trial_run(uri, self.study["experiment_id"], self.study["study_id"], trial.trial_id)
         if run is None:
             tags = {**self.study["tags"], "study_id": self.study["study_id"], "trial_id": trial.trial_id,
-                    "trial_name": str(trial)}
+                    "trial_name": str(trial), **variant_tags(self.study, trial.config)}
             run = client.create_run(self.study["experiment_id"], run_name=str(trial), tags=tags)
             params = {**resolve_trial(self.study, trial.config).to_dict(), **searched_params(trial.config)}
             from mlflow.entities import Param

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from search_spaces.space import resolve_trial, searched_params
+from search_spaces.space import resolve_trial, searched_params, variant_tags
 from study.tracking import TrialRun
 
 STATE_FILE = "state.pt"
@@ -103,7 +103,7 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
         study, context.get_trial_id(), context.get_trial_name(),
         params={**config.to_dict(), **searched_params(trial)},
         tags={"device": describe_device(device, threads), "ray_resources": describe_resources(context),
-              "hostname": socket.gethostname()},
+              "hostname": socket.gethostname(), **variant_tags(study, trial)},
     )
     if state is not None:
         run.set_tags({"resumed_from_iteration": state["unit"]})

@@ -162,6 +162,7 @@ def test_one_row_per_trial_with_the_study_factors(study):
     assert runs["iterations"].eq(60).all() and runs["learnable_weights"].all()  # typed config columns
     assert set(study.metrics) >= {"kl", "jsd", "gnelbo", "sample_entropy_kl", "active_modes", "loss_encoder"}
     assert "iteration" not in study.metrics and "in_game" not in study.metrics
+    assert runs["betas_from"].isna().all()  # the tag of a trial whose betas came from a grid study
 
 
 def test_history_is_long_and_parquet_round_trips(study, tmp_path):
@@ -214,6 +215,7 @@ def test_baseline_comparison_finds_the_known_difference_only(study):
     assert table.significant("kl") == ["clip=adaptive, responsibility_weight=0"]
     markdown = table.to_markdown()
     assert "Welch's two-sided t-test" in markdown and "(baseline)" in markdown
+    assert "Protocol: clean." in markdown and set(table.cells()["β (rec, kl, neg)"]) == {"0.2, 0.3, 0.9"}
     assert "1.50 ± 0.01*" in markdown  # the shifted row: marked as different from the baseline
 
 
@@ -366,3 +368,24 @@ def test_image_ablation_tables_select_lambda_by_fd_classifier_and_never_mix_prot
         tables.ablation_table(mixed, factors, ["fd_classifier_gen"])
     by_protocol = tables.ablation_table(mixed, ["protocol", *factors], ["fd_classifier_gen"])
     assert len(by_protocol.stats) == 2 * 33
+
+
+def test_table_shows_each_rows_betas_and_its_protocol():
+    """Each configuration may run at its own betas (--betas-from): a β column per row (no β_neg for a VAE, which never
+    plays the game), none where a β is a factor; one protocol per table, named in the caption, or a factor."""
+    rows = [{"variant": variant, "model": model, "beta_rec": rec, "beta_kl": kl_weight, "beta_neg": neg,
+             "protocol": "paper", "seed": seed, "state": "finished", "kl": 1.0 + seed}
+            for variant, model, (rec, kl_weight, neg) in (("vae-vamp", "vae", (0.8, 0.05, 0.9)),
+                                                          ("sintro-standard", "sintro", (0.2, 0.3, 0.6)))
+            for seed in range(2)]
+    runs = pd.DataFrame(rows)
+    table = tables.ablation_table(runs, ["variant"], ["kl"])
+    betas = table.cells()["β (rec, kl, neg)"]
+    assert betas["vae-vamp"] == "0.8, 0.05, –" and betas["sintro-standard"] == "0.2, 0.3, 0.6"
+    assert "Protocol: paper (reproduces the paper code's quirks)." in table.to_markdown()
+    latex = table.to_latex()
+    assert r"$\beta$ (rec, kl, neg)" in latex and "0.8, 0.05, --" in latex and "Protocol: paper" in latex
+    assert "betas" in pd.read_csv(__import__("io").StringIO(table.to_csv()))
+    assert "betas" not in tables.ablation_table(runs, ["variant", "beta_kl"], ["kl"]).stats
+    both = tables.ablation_table(pd.concat([runs, runs.assign(protocol="clean")]), ["protocol", "variant"], ["kl"])
+    assert both.protocol is None and "Protocol:" not in both.caption() and len(both.stats) == 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from ray import tune
 
@@ -62,6 +64,37 @@ def test_ablation_priors_is_the_papers_table_of_eight_configurations():
     assert all(c.responsibility_weight == 0.0 for c in configs)
 
 
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_the_reproduction_spaces_run_the_papers_protocol(budget):
+    priors = design(get("ablation_priors"), "8gaussians", budget).validate()
+    images = design(get("ablation_images"), "digits", budget).validate()
+    assert {c.protocol for c in priors + images} == {"paper"}
+    for name in ("ablation_priors", "ablation_images"):
+        module = importlib.import_module(f"search_spaces.{name}")
+        assert "paper protocol" in get(name).description and "`paper` protocol" in module.__doc__
+    # the paper protocol scores the checkpoints at metric_epochs: the smoke budget has none, the space adds epoch 1
+    assert {c.metric_epochs for c in images} == {{"smoke": (1,), "quick": (5, 9), "paper": (0, 80, 120, 160, 200, 219)}[
+        budget]}
+    clean = design(get("ablation_images"), "digits", budget, fixed={"protocol": "clean", "metric_epochs": [2]})
+    assert {(c.protocol, c.metric_epochs) for c in clean.validate()} == {("clean", (2,))}  # --set wins
+
+
+def test_each_ablation_configuration_has_a_beta_grid_of_the_same_configuration():
+    """ablation_priors --betas-from finds a variant's grid runs by configuration: the grids run the same ones."""
+    from study.betas_from import CONFIGURATION
+
+    ablation = design(get("ablation_priors"), "rings", "quick", seeds=(0,))
+    study = ablation.study_config()
+    grids = [design(get(name), "rings", "quick") for name in ("betas_grid", "betas_grid_vae")]
+    assert sorted(v for g in grids for v in g.space.variants) == sorted(ablation.space.variants)
+    for grid in grids:
+        for variant in grid.space.variants:
+            point = next(p for p in grid.grid_points() if p["variant"] == variant)
+            ours = resolve_trial(study, {"variant": variant, "seed": 0}).to_dict()
+            theirs = resolve_trial(grid.study_config(), point).to_dict()
+            assert {k: ours[k] for k in CONFIGURATION} == {k: theirs[k] for k in CONFIGURATION}, variant
+
+
 def test_ablation_images_is_the_papers_image_grid_with_standard_at_lambda_0_only():
     d = design(get("ablation_images"), "cifar10", "paper")
     configs = d.validate()
@@ -102,14 +135,14 @@ def test_narrow_must_name_a_variant_and_values_of_a_grid_axis():
 
 
 def test_betas_grid_is_the_papers_grid_with_beta_neg_a_multiple_of_beta_kl():
-    configs = design(get("betas_grid"), "8gaussians", "paper").validate()
-    assert len(configs) == 6 * 7 * 5
+    configs = design(get("betas_grid"), "8gaussians", "paper", fixed={"variant": "sintro-mog-LC-IP"}).validate()
+    assert len(configs) == 6 * 7 * 5 and len(design(get("betas_grid"), "8gaussians", "paper").validate()) == 5 * 210
     assert {c.beta_rec for c in configs} == {0.05, 0.2, 0.3, 0.4, 0.8, 1.0}
     assert {c.beta_kl for c in configs} == {0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0}
     assert all(c.beta_neg in {round(m * c.beta_kl, 3) for m in range(1, 6)} for c in configs)
     assert len({(c.beta_rec, c.beta_kl, c.beta_neg) for c in configs}) == 210
     vae = design(get("betas_grid_vae"), "8gaussians", "paper").validate()
-    assert len(vae) == 81 and all(c.model == "vae" and c.warmup == c.iterations for c in vae)
+    assert len(vae) == 3 * 81 and all(c.model == "vae" and c.warmup == c.iterations for c in vae)
 
 
 def test_derived_beta_neg_is_rounded_to_three_decimals():
@@ -172,6 +205,8 @@ def test_a_space_checks_its_own_declaration():
                "8gaussians", "smoke")
     with pytest.raises(SpaceError, match="has no values"):
         design(SearchSpace(name="x", description="x", grid={"lr": []}), "8gaussians", "smoke")
+    with pytest.raises(SpaceError, match=r"budget_base names unknown budget\(s\) \['fast'\]"):
+        design(SearchSpace(name="x", description="x", budget_base={"fast": {}}), "8gaussians", "smoke")
 
 
 def test_spaces_are_plain_data_that_cross_the_ray_boundary():

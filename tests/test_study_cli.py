@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import ray
 
+from search_spaces import design, get
+from search_spaces.space import resolve_trial
+from study.betas_from import BetasError, choose
 from study.run import StudyError, check_resources, main, parse_overrides, parse_seeds
 from study.tracking import TrackingError, absolute_tracking_uri, check_tracking_uri, mlflow_ui_hint
 from study.trainable import tune_metrics
@@ -66,6 +69,12 @@ def test_dry_run_prints_the_resolved_trials_and_starts_nothing(tmp_path, capsys)
     (["--space", "ablation_priors", "--address", "10.0.0.1"], "--address '10.0.0.1' is not HOST:PORT"),
     (["--space", "ablation_priors", "--tracking-uri", "sqlite:////nonexistent/dir/x.db"],
      "folder /nonexistent/dir does not exist"),
+    (["--space", "ablation_regularizers", "--betas-from", "grid"], "but the space has no variants"),
+    (["--space", "ablation_images", "--dataset", "digits", "--betas-from", "grid"],
+     "which also varies responsibility_weight (fix it with --set KEY=VALUE)"),
+    (["--space", "ablation_priors", "--set", "beta_kl=0.5", "--betas-from", "grid"],
+     "--set beta_kl conflicts with --betas-from"),
+    (["--space", "ablation_priors", "--betas-from", "grid"], "--betas-from: no MLflow store at sqlite:///"),
 ])
 def test_bad_requests_fail_clearly_before_any_trial(tmp_path, capsys, args, message):
     code, _, err = run_cli(tmp_path, capsys, *args)
@@ -160,3 +169,40 @@ def test_tune_metrics_lead_with_the_study_metric_and_drop_done():
     report = {"loss_encoder": 1.0, "rec": 2.0, "kl": 3.0, "iteration": 20, "in_game": True, "done": True}
     metrics = tune_metrics(report, "kl")
     assert list(metrics)[:2] == ["kl", "iteration"] and "done" not in metrics and metrics["in_game"] is True
+
+
+def test_betas_from_picks_the_lowest_seed_mean_kl_of_finished_runs_of_the_same_configuration(tmp_path):
+    """Grid runs logged as trials log them: the β point with the lowest mean kl over its seeds wins; failed and
+    early-stopped runs, and runs of another configuration, dataset or budget, never do."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    client = MlflowClient(uri)
+    grid = design(get("betas_grid"), "8gaussians", "smoke").study_config()
+    experiment = client.create_experiment("grid")
+
+    def log(beta_kl, kl, seed=0, status="FINISHED", variant="sintro-standard", budget="smoke", **tags):
+        config = resolve_trial(grid, {"variant": variant, "beta_rec": 0.2, "beta_kl": beta_kl, "beta_neg_multiple": 2,
+                                     "seed": seed})
+        run = client.create_run(experiment, tags={"budget": budget, **tags})
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in config.to_dict().items()],
+                         metrics=[Metric("kl", kl, 0, 60)])
+        client.set_terminated(run.info.run_id, status=status)
+        return run.info.run_id
+
+    best = [log(0.3, 2.0, seed=0), log(0.3, 4.0, seed=1)]  # mean 3.0
+    log(0.1, 1.0, seed=0), log(0.1, 9.0, seed=1)  # mean 5.0, though its seed 0 is the lowest single run
+    log(0.5, 0.5, status="FAILED")
+    log(0.8, 0.5, stopped_early="true")
+    log(0.05, 0.1, variant="sintro-mog-LC-IP")
+    log(1.0, 0.1, budget="quick")
+
+    ablation = design(get("ablation_priors"), "8gaussians", "smoke", fixed={"variant": "sintro-standard"})
+    chosen = choose(ablation, ["grid"], uri)["sintro-standard"]
+    assert chosen.betas == {"beta_rec": 0.2, "beta_kl": 0.3, "beta_neg": 0.6}
+    assert sorted(chosen.run_ids) == sorted(best) and chosen.kl == 3.0 and chosen.source.startswith("grid: run ")
+    with pytest.raises(BetasError, match="variant 'sintro-mog': no finished run with kl in --betas-from grid"):
+        choose(design(get("ablation_priors"), "8gaussians", "smoke", fixed={"variant": "sintro-mog"}), ["grid"], uri)
+    with pytest.raises(BetasError, match=r"--betas-from 'gird': no study of that name .* \(studies there: grid\)"):
+        choose(ablation, ["gird"], uri)

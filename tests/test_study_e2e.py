@@ -185,21 +185,77 @@ def test_conditional_define_by_run_space(local_ray, tmp_path):
         assert (p["clip_logvar_min"] != "None") == (p["clip"] == "fixed")
 
 
+def test_ablation_takes_each_variants_betas_from_a_tiny_grid_study(local_ray, tmp_path, capsys):
+    """A β grid of 2 points × 2 of the table's configurations at smoke, then the 2D table at each variant's own
+    lowest-kl betas: the choice is the grid's lowest kl per variant (tests/test_study_cli.py checks the choice
+    among distinct kls); a variant the grid did not run stops the study
+    before any trial (exit 2, one line naming it and the study); the ablation's trial runs at its betas (params), names
+    its source (tag betas_from), and its table shows the β and the protocol."""
+    from analysis.loading import load_study
+    from analysis.report import build_table
+    from search_spaces import get
+    from search_spaces.configurations import BASE, SINTRO
+    from study.betas_from import BETAS, choose
+
+    variants = {v: SINTRO[v] for v in ("sintro-standard", "sintro-mog-LC-IP")}
+    grid = SearchSpace(name="tiny_grid", description="test", base=BASE, variants=variants,
+                       grid={"beta_kl": [0.1, 0.5]})
+    results, study = in_process_study(grid, tmp_path)
+    assert len(results) == 4 and not results.errors
+    uri = study["tracking_uri"]
+    lowest = {}  # per variant, the run with the lowest kl; on a tie (every kl is one value at smoke) lowest betas
+
+    def rank(run):
+        return run.data.metrics["kl"], *(float(run.data.params[b]) for b in BETAS)
+
+    for run in runs_of(uri, "tiny_grid"):
+        variant = run.data.params["variant"]
+        if variant not in lowest or rank(run) < rank(lowest[variant]):
+            lowest[variant] = run
+    assert set(lowest) == set(variants)
+    for variant, run in lowest.items():
+        ablation = design(get("ablation_priors"), "8gaussians", "smoke", fixed={"variant": variant})
+        chosen = choose(ablation, ["tiny_grid"], uri)[variant]
+        assert chosen.run_ids == (run.info.run_id,) and chosen.kl == pytest.approx(run.data.metrics["kl"])
+        assert chosen.betas == {b: float(run.data.params[b]) for b in BETAS}
+
+    common = ["--space", "ablation_priors", "--budget", "smoke", "--seeds", "1", "--betas-from", "tiny_grid",
+              "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri]
+    assert main(common) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "variant 'vae-standard'" in errors[0] and "tiny_grid" in errors[0], errors
+    name = "ablation_priors-8gaussians-smoke"
+    assert not (tmp_path / "ray_results" / name).exists()
+
+    assert main([*common, "--set", "variant=sintro-mog-LC-IP"]) == 0
+    out = capsys.readouterr().out
+    assert "trials finished: 1, failed: 0" in out, out[-3000:]
+    source = lowest["sintro-mog-LC-IP"]
+    [run] = runs_of(uri, name)
+    assert all(run.data.params[b] == source.data.params[b] for b in BETAS) and run.data.params["protocol"] == "paper"
+    assert run.data.tags["betas_from"].startswith(f"tiny_grid: run {source.info.run_id} (kl ")
+    table = build_table(load_study(name, uri))
+    beta_kl = float(source.data.params["beta_kl"])
+    assert table.cells()["β (rec, kl, neg)"].tolist() == [f"0.2, {beta_kl:g}, 0.9"]
+    assert "Protocol: paper (reproduces the paper code's quirks)." in table.to_markdown()
+
+
 IMAGE_METRICS = ("rec_test", "fd_classifier_gen", "fd_classifier_rec", "precision", "recall", "svm_few", "svm_many",
                  "knn_few", "knn_many", "assignment_entropy", "active_modes")
 
 
 def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path, capsys):
     """The image ablation on digits at the smoke budget through the CLI, narrowed to N(0,I) (which runs at λ = 0
-    only) × 2 seeds, every image metric also at epoch 1, half a GPU a trial: both runs land in MLflow with the
-    image metrics as series over epochs, the grids as artifacts and the resources as a tag; the report tabulates
-    them with the λ selection named after what it measured."""
+    only) × 2 seeds, under the clean protocol (the space's default is paper) with every image metric also at epoch
+    1, half a GPU a trial: both runs land in MLflow with the image metrics as series over epochs, the grids as
+    artifacts and the resources as a tag; the report tabulates them with the λ selection named after what it
+    measured."""
     from analysis.loading import load_study
     from analysis.report import build_table, write_report
 
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     code = main(["--space", "ablation_images", "--dataset", "digits", "--budget", "smoke", "--set", "variant=standard",
-                 "--set", "metric_epochs=1", "--seeds", "2", "--gpus-per-trial", "0.5",
+                 "--set", "metric_epochs=1", "--set", "protocol=clean", "--seeds", "2", "--gpus-per-trial", "0.5",
                  "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri])
     out = capsys.readouterr().out
     assert code == 0 and "trials finished: 2, failed: 0" in out and "best by fd_classifier_gen" in out, out[-3000:]
