@@ -38,6 +38,7 @@ from analysis.tables import (
     select_best,
     table_metrics,
 )
+from core.metrics.modes import LEARNED_NEAR_MODE
 
 MAX_DENSITY_PANELS = 60
 
@@ -222,10 +223,12 @@ def index_text(study: Study, table: AblationTable, files: dict[str, Path], figur
     if study.other_study_ids:
         lines.append(f"- this experiment also holds earlier runs of the same name (study ids "
                      f"{', '.join(study.other_study_ids)}); pass --study-id to read one of them, or 'all'")
-    lines += ["", "## Ablation table (mean ± std/√n)", "", table.to_markdown("sem"),
+    lines += ["", "## What separates", "", table.separation(), "", "## Ablation table (mean ± std/√n)", "",
+              table.to_markdown("sem"),
               f"Tables with mean ± std, the baseline comparison ({TEST_NAME.split(' (')[0]}) and LaTeX: "
               "[ablation.md](ablation.md), [ablation_sem.tex](ablation_sem.tex), [ablation_std.tex](ablation_std.tex);"
               " numbers: [ablation.csv](ablation.csv).", ""]
+    lines += not_learned_lines(study)
     unfinished = study.runs[study.runs["state"] != "finished"]
     if len(unfinished):
         labelled = add_config_labels(unfinished, study.factors, study.levels)
@@ -253,6 +256,28 @@ def index_text(study: Study, table: AblationTable, files: dict[str, Path], figur
             lines += [f"### {path.stem.replace('_', ' ')}", "", f"![{path.stem}]({rel}) ([pdf]({pdf}))", ""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def not_learned_lines(study: Study) -> list[str]:
+    """8gaussians: the finished trials that did not learn the data (fewer than 8 modes covered, or under 80 % of
+    samples within 0.1 of a mode), listed by name: a table's mean over seeds would otherwise hide them."""
+    runs = study.runs[study.runs["state"] == "finished"]
+    if not {"near_mode", "modes_covered"} <= set(runs.columns) or runs["near_mode"].isna().all():
+        return []
+    failed = runs[(runs["modes_covered"] < 8) | (runs["near_mode"] < LEARNED_NEAR_MODE)]
+    head = (f"## Trials that did not learn the data ({len(failed)} of {len(runs)} finished: fewer than 8 modes "
+            f"covered or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode)")
+    if failed.empty:
+        return [head, "", "Every finished trial learned all 8 modes.", ""]
+    labelled = add_config_labels(failed, study.factors, study.levels)
+    listing = pd.DataFrame({
+        "configuration": labelled["config"].astype(str),
+        "seed": labelled["seed"].map(level_label) if "seed" in labelled else "",
+        "modes covered": labelled["modes_covered"].map(lambda v: f"{v:.0f}"),
+        "near a mode": labelled["near_mode"].map(lambda v: f"{v:.2f}"),
+        "kl": labelled["kl"].map(lambda v: f"{v:.2f}"),
+    })
+    return [head, "", markdown_table(listing), "", "They are in the table's means; read those with this list.", ""]
 
 
 def describe_levels(values: list[Any], shown: int = 8) -> str:

@@ -23,6 +23,7 @@ from core.metrics.density import (
     neg_elbo_grid,
     sample_entropy_kl,
 )
+from core.metrics.modes import mode_coverage
 from core.nets import MLPDecoder, MLPEncoder
 
 EVAL_SEED_OFFSET = 29_999
@@ -31,7 +32,8 @@ FIGURE_GRID = 200
 
 
 class ToyTask:
-    """The 2D densities: a fresh batch per iteration, MLP nets, scale 0.5, metrics kl, jsd, gnelbo."""
+    """The 2D densities: a fresh batch per iteration, MLP nets, scale 0.5, metrics kl, jsd, gnelbo (8gaussians: and
+    mode coverage)."""
 
     scale = 0.5
     fresh_regularizer_samples = True
@@ -101,6 +103,8 @@ class ToyTask:
         real, fake = self._pair(game, generator)
         metrics = {"kl": histogram_kl(real, fake, self.grid_scale)}
         metrics["sample_entropy_kl"] = sample_entropy_kl(fake, self.grid_scale)
+        if self.config.dataset == "8gaussians":  # whether the model learned the data, read off the same samples
+            metrics.update(mode_coverage(fake))
         real, fake = self._pair(game, generator)
         metrics["jsd"] = histogram_jsd(real, fake, self.grid_scale)
         if final:

@@ -8,6 +8,7 @@ from search_spaces import (
     betas_grid,
     betas_grid_vae,
     clipping,
+    learnable_prior,
     mixture_components,
 )
 from search_spaces.space import SearchSpace, SpaceError, StudyDesign, design, resolve_trial
@@ -15,8 +16,8 @@ from search_spaces.space import SearchSpace, SpaceError, StudyDesign, design, re
 SPACES: dict[str, SearchSpace] = {
     module.SPACE.name: module.SPACE
     for module in (
-        ablation_regularizers, ablation_priors, betas, betas_grid, betas_grid_vae, mixture_components, clipping,
-        ablation_images,
+        learnable_prior, ablation_regularizers, ablation_priors, betas, betas_grid, betas_grid_vae,
+        mixture_components, clipping, ablation_images,
     )
 }
 

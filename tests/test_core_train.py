@@ -22,7 +22,8 @@ def test_reports_every_eval_and_final_has_all_metrics(tmp_path):
     final = train(smoke(), on_report=reports.append, out_dir=tmp_path)
     assert [r["iteration"] for r in reports] == [10, 20, 30, 40, 50, 60]
     assert reports[-1]["done"] and not reports[0]["done"]
-    for key in ("loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake", "kl", "jsd", "gnelbo", "active_modes"):
+    for key in ("loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake", "kl", "jsd", "gnelbo", "active_modes",
+                "near_mode", "modes_covered"):
         assert key in final and np.isfinite(final[key]), key
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["config"]["prior"] == "vamp_to_mog" and saved["kl"] == pytest.approx(final["kl"])

@@ -12,13 +12,14 @@ from core.config import BUDGETS, IMAGE_DATASETS, TOY_DATASETS
 from search_spaces import SPACES, SpaceError, design, get
 from search_spaces.space import SearchSpace, resolve_trial
 
-REQUIRED = ("ablation_regularizers", "ablation_priors", "betas", "betas_grid", "mixture_components", "clipping",
-            "ablation_images")
+REQUIRED = ("learnable_prior", "ablation_regularizers", "ablation_priors", "betas", "betas_grid",
+            "mixture_components", "clipping", "ablation_images")
 
 
 def test_registry_holds_the_required_spaces_and_names_the_known_ones_on_a_typo():
     assert set(REQUIRED) <= set(SPACES)
-    with pytest.raises(SpaceError, match=r"unknown search space 'betaz' \(known: ablation_regularizers, .*clipping"):
+    known = r"\(known: learnable_prior, ablation_regularizers, .*clipping"
+    with pytest.raises(SpaceError, match=r"unknown search space 'betaz' " + known):
         get("betaz")
 
 
