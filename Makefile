@@ -9,11 +9,12 @@ PY := .venv/bin/python
 setup:
 	@bash scripts/setup.sh
 
-STUDY := ablation_regularizers-$(shell date +%Y%m%d-%H%M%S)
+STUDY := learnable_prior-$(shell date +%Y%m%d-%H%M%S)
 
-# The default study on a local Ray into ./mlruns.db, then its report (tables, figures) in reports/$(STUDY).
+# The default study (N(0,I) vs the learnable prior, 3 seeds each, budget demo) on a local Ray into ./mlruns.db,
+# then its report (what separates, tables, figures) in reports/$(STUDY).
 run: setup
-	$(PY) -m study.run --space ablation_regularizers --name $(STUDY)
+	$(PY) -m study.run --space learnable_prior --budget demo --name $(STUDY)
 	$(PY) -m analysis.report --study $(STUDY) --out reports/$(STUDY)
 
 test: setup lint

@@ -48,7 +48,7 @@ def test_list_names_every_space_with_its_trial_count(tmp_path, capsys):
 def test_dry_run_prints_the_resolved_trials_and_starts_nothing(tmp_path, capsys):
     code, out, _ = run_cli(tmp_path, capsys, "--space", "ablation_regularizers", "--seeds", "0,3", "--dry-run")
     assert code == 0
-    assert "16 trials, grid search" in out and "budget quick" in out and "iterations=3000" in out
+    assert "16 trials, grid search" in out and "budget quick" in out and "iterations=5000" in out
     assert "trial  15: clip=adaptive, responsibility_weight=100.0, seed=3" in out
     code, out, _ = run_cli(tmp_path, capsys, "--space", "betas", "--budget", "smoke", "--samples", "5", "--dry-run")
     assert code == 0 and "5 trials, Optuna TPE + ASHA" in out and "beta_rec ~ loguniform(0.05, 1.0)" in out
@@ -56,7 +56,8 @@ def test_dry_run_prints_the_resolved_trials_and_starts_nothing(tmp_path, capsys)
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--space", "ablation_regularizer"], "unknown search space 'ablation_regularizer' (known: ablation_regularizers,"),
+    (["--space", "ablation_regularizer"],
+     "unknown search space 'ablation_regularizer' (known: learnable_prior, ablation_regularizers,"),
     (["--space", "betas", "--set", "beta_kl=-0.5"], "beta_kl = -0.5 is out of range (expected >= 0)"),
     (["--space", "betas", "--set", "prior=mogg"], "unknown prior 'mogg' (expected: standard, mog, vamp, vamp_to_mog)"),
     (["--space", "betas", "--set", "lr_typo=1"], "unknown config key(s) ['lr_typo']"),
