@@ -27,6 +27,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
+from core.metrics.modes import LEARNED_NEAR_MODE, learned
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
 from study import betas_from, tracking
 
@@ -313,7 +314,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
 def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 10) -> str:
     """Best configurations (mean over seeds for grids), failures, and where to look next."""
     metric, mode = d.metric, d.space.mode
-    rows, failures = [], []
+    rows, failures, not_learned = [], [], []
     for result in results:
         if result.error is not None:
             failures.append(f"  {result.path.rsplit('/', 1)[-1]}: {str(result.error).strip().splitlines()[-1]}")
@@ -321,6 +322,9 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
         if result.metrics and metric in result.metrics:
             point = {k: v for k, v in result.config.items() if k != "seed"}
             rows.append((point, result.config.get("seed"), result.metrics[metric]))
+            if "near_mode" in result.metrics and not learned(result.metrics):
+                not_learned.append(f"  {result.path.rsplit('/', 1)[-1]}: {result.metrics['modes_covered']:.0f} "
+                                   f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode")
     groups: dict[str, list[float]] = {}
     for point, _, value in rows:
         groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
@@ -335,6 +339,11 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
     if failures:
         lines.append("failed trials:")
         lines += failures
+    if not_learned:
+        lines.append(f"finished but did not learn the data ({len(not_learned)} of {len(rows)}: fewer than 8 modes "
+                     f"or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode; their {metric} is in the "
+                     "means above):")
+        lines += not_learned
     lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'])}  (experiment {study['name']!r})")
     lines.append(f"Ray results: {experiment_path}")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import ray
 from search_spaces import design, get
 from search_spaces.space import resolve_trial
 from study.betas_from import BetasError, choose
-from study.run import StudyError, check_resources, main, parse_overrides, parse_seeds
+from study.run import StudyError, check_resources, main, parse_overrides, parse_seeds, summarize
 from study.tracking import TrackingError, absolute_tracking_uri, check_tracking_uri, mlflow_ui_hint
 from study.trainable import tune_metrics
 
@@ -207,3 +207,17 @@ def test_betas_from_picks_the_lowest_seed_mean_kl_of_finished_runs_of_the_same_c
         choose(design(get("ablation_priors"), "8gaussians", "smoke", fixed={"variant": "sintro-mog"}), ["grid"], uri)
     with pytest.raises(BetasError, match=r"--betas-from 'gird': no study of that name .* \(studies there: grid\)"):
         choose(ablation, ["gird"], uri)
+
+
+def test_summary_names_the_finished_trials_that_did_not_learn_8gaussians(tmp_path):
+    from types import SimpleNamespace
+
+    d = design(get("learnable_prior"), "8gaussians", "smoke")
+    learned = {"kl": 2.0, "near_mode": 0.95, "modes_covered": 8}
+    string = {"kl": 40.0, "near_mode": 0.45, "modes_covered": 8}
+    results = [SimpleNamespace(error=None, metrics=m, config={"variant": "standard", "seed": s}, path=f"/r/trial_{s}")
+               for s, m in enumerate((learned, string))]
+    text = summarize(results, d, {"name": "s", "tracking_uri": "sqlite:///x.db"}, tmp_path)
+    assert "trials finished: 2, failed: 0" in text
+    assert "did not learn the data (1 of 2" in text and "trial_1: 8 modes covered, 45% of samples near" in text
+    assert "trial_0:" not in text
