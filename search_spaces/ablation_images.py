@@ -26,7 +26,7 @@ SPACE = SearchSpace(
     metric="fid_gen",
     mode="min",
     base={"model": "sintro", "clip": "adaptive", "protocol": "paper"},
-    budget_base={"smoke": {"metric_epochs": [1]}},
+    budget_base={"smoke": {"metric_epochs": [1]}, "demo": {"metric_epochs": [1]}},
     variants={
         "standard": {"prior": "standard"},
         **dict(_mog(k, lc, ip) for k in (10, 100) for lc in (False, True) for ip in (False, True)),

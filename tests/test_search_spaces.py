@@ -73,9 +73,9 @@ def test_the_reproduction_spaces_run_the_papers_protocol(budget):
     for name in ("ablation_priors", "ablation_images"):
         module = importlib.import_module(f"search_spaces.{name}")
         assert "paper protocol" in get(name).description and "`paper` protocol" in module.__doc__
-    # the paper protocol scores the checkpoints at metric_epochs: the smoke budget has none, the space adds epoch 1
-    assert {c.metric_epochs for c in images} == {{"smoke": (1,), "quick": (5, 9), "paper": (0, 80, 120, 160, 200, 219)}[
-        budget]}
+    # the paper protocol scores the checkpoints at metric_epochs: smoke and demo have none, the space adds epoch 1
+    expected = {"smoke": (1,), "demo": (1,), "quick": (5, 9), "paper": (0, 80, 120, 160, 200, 219)}[budget]
+    assert {c.metric_epochs for c in images} == {expected}
     clean = design(get("ablation_images"), "digits", budget, fixed={"protocol": "clean", "metric_epochs": [2]})
     assert {(c.protocol, c.metric_epochs) for c in clean.validate()} == {("clean", (2,))}  # --set wins
 
