@@ -38,7 +38,7 @@ from analysis.tables import (
     select_best,
     table_metrics,
 )
-from core.metrics.modes import LEARNED_NEAR_MODE
+from core.metrics.modes import LEARNED_NEAR_MODE, learned
 
 MAX_DENSITY_PANELS = 60
 
@@ -264,7 +264,7 @@ def not_learned_lines(study: Study) -> list[str]:
     runs = study.runs[study.runs["state"] == "finished"]
     if not {"near_mode", "modes_covered"} <= set(runs.columns) or runs["near_mode"].isna().all():
         return []
-    failed = runs[(runs["modes_covered"] < 8) | (runs["near_mode"] < LEARNED_NEAR_MODE)]
+    failed = runs[~runs.apply(learned, axis=1)]
     head = (f"## Trials that did not learn the data ({len(failed)} of {len(runs)} finished: fewer than 8 modes "
             f"covered or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode)")
     if failed.empty:
