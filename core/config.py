@@ -7,7 +7,9 @@ The key names are stable (search spaces and analysis use them); see shared/DESIG
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,13 @@ PAPER_METRIC_EPOCHS = (0, 80, 120, 160, 200, 219)
 
 class ConfigError(ValueError):
     """A configuration value is unknown or out of range; the message names the key, the value and what is allowed."""
+
+
+def did_you_mean(words: Iterable[str], choices: Iterable[str]) -> str:
+    """"did you mean 'beta_kl'? " for misspelled `words` with a close match among `choices`; "" for none."""
+    choices = list(choices)
+    close = [match[0] for word in words if (match := difflib.get_close_matches(word, choices, n=1))]
+    return f"did you mean {', '.join(map(repr, close))}? " if close else ""
 
 
 @dataclass
@@ -116,7 +125,9 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown} (known keys: {', '.join(sorted(known))})")
+            shown = sorted(known - {"extra"})  # a free-form dict, not a key anyone sets
+            raise ConfigError(f"unknown config key(s) {unknown} ({did_you_mean(unknown, shown)}known keys: "
+                              f"{', '.join(shown)})")
         values = dict(values)
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(int(m) for m in values["lr_milestones"])

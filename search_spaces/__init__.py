@@ -1,5 +1,6 @@
 """Named search spaces, one module each. `get(name)` returns a space; an unknown name lists the known ones."""
 
+from core.config import did_you_mean
 from search_spaces import (
     ablation_images,
     ablation_priors,
@@ -24,7 +25,7 @@ SPACES: dict[str, SearchSpace] = {
 
 def get(name: str) -> SearchSpace:
     if name not in SPACES:
-        raise SpaceError(f"unknown search space {name!r} (known: {', '.join(SPACES)})")
+        raise SpaceError(f"unknown search space {name!r} ({did_you_mean([name], SPACES)}known: {', '.join(SPACES)})")
     return SPACES[name]
 
 

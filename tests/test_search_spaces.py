@@ -18,8 +18,8 @@ REQUIRED = ("learnable_prior", "ablation_regularizers", "ablation_priors", "beta
 
 def test_registry_holds_the_required_spaces_and_names_the_known_ones_on_a_typo():
     assert set(REQUIRED) <= set(SPACES)
-    known = r"\(known: learnable_prior, ablation_regularizers, .*clipping"
-    with pytest.raises(SpaceError, match=r"unknown search space 'betaz' " + known):
+    known = r"known: learnable_prior, ablation_regularizers, .*clipping"
+    with pytest.raises(SpaceError, match=r"unknown search space 'betaz' \(did you mean 'betas'\? " + known):
         get("betaz")
 
 
