@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,14 +171,15 @@ class StudyDesign:
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every trial of a grid space as its varying keys (variant, grid axes, seed), narrowed variants at their
-        values only."""
-        axes: list[tuple[str, list[Any]]] = []
-        if self.space.variants:
-            axes.append((VARIANT, list(self.space.variants)))
-        axes += [(k, list(v)) for k, v in self.grid.items()]
-        axes.append(("seed", list(self.seeds)))
-        points = [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
-        return [p for p in points if self._runs(p)]
+        values only, in the order Tune numbers them: the preset points in turn, each with every seed."""
+        presets = self.preset_points()
+        if presets is None:
+            return _tune_grid_order({**self._axes(), "seed": list(self.seeds)})
+        return [{**point, "seed": seed} for point in presets for seed in self.seeds]
+
+    def _axes(self) -> dict[str, list[Any]]:
+        axes = {VARIANT: list(self.space.variants)} if self.space.variants else {}
+        return {**axes, **{k: list(v) for k, v in self.grid.items()}}
 
     def _runs(self, point: Mapping[str, Any]) -> bool:
         narrowed = self.space.narrow.get(point.get(VARIANT), {})
@@ -188,11 +188,11 @@ class StudyDesign:
     def preset_points(self) -> list[dict[str, Any]] | None:
         """A narrowed grid is not a product of its axes: the points (without the seed) that Tune is to run, each
         with every seed; None when the grid is the full product."""
-        points = self.grid_points()
-        full = max(1, len(self.space.variants)) * len(self.seeds) * math.prod(len(v) for v in self.grid.values())
-        if self.searched or len(points) == full:
+        if self.searched:
             return None
-        return [{k: v for k, v in p.items() if k != "seed"} for p in points if p["seed"] == self.seeds[0]]
+        points = _tune_grid_order(self._axes())
+        presets = [p for p in points if self._runs(p)]
+        return None if len(presets) == len(points) else presets
 
     def example_points(self, draws: int = 32, seed: int = 0) -> list[dict[str, Any]]:
         """Points of a searched space that validation resolves: each domain's bounds or categories, then draws."""
@@ -312,6 +312,14 @@ def searched_params(trial: Mapping[str, Any]) -> dict[str, Any]:
 def variant_tags(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, str]:
     """The MLflow tags of the trial's variant (e.g. where its betas came from); none for most trials."""
     return dict(study.get("variant_tags", {}).get(trial.get(VARIANT), {}))
+
+
+def _tune_grid_order(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The product of grid axes as Tune's BasicVariantGenerator walks it: axes sorted by name, the first varying
+    fastest (ray.tune.search.variant_generator); each point's keys in the order of `axes`."""
+    names = sorted(axes, reverse=True)  # itertools.product varies its last factor fastest
+    points = [dict(zip(names, values)) for values in itertools.product(*(axes[k] for k in names))]
+    return [{k: point[k] for k in axes} for point in points]
 
 
 def _domain_corners(search: Mapping[str, Domain]) -> list[dict[str, Any]]:
