@@ -35,6 +35,12 @@ STUDY_FILE = "study.json"
 DEFAULT_DATASET = "8gaussians"
 DEFAULT_BUDGET = "quick"
 DEFAULT_STORAGE = "ray_results"
+EXIT_BAD_REQUEST = 2  # argparse's own code: nothing was started or written
+EXIT_NO_TRIAL_FINISHED = 3  # as `python -m core` on a diverged training
+EXIT_SOME_TRIALS_FAILED = 4
+EXIT_CODES = (f"exit codes: 0 every trial finished; {EXIT_BAD_REQUEST} the request cannot run (one `error:` line; "
+              f"nothing was started or written); {EXIT_NO_TRIAL_FINISHED} no trial finished; "
+              f"{EXIT_SOME_TRIALS_FAILED} some trials failed (the summary names each with its error)")
 
 
 class StudyError(Exception):
@@ -45,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m study.run",
         description="Run a named search space as a Ray Tune study (grid, or Optuna + ASHA), tracked in MLflow.",
+        epilog=EXIT_CODES,
     )
     p.add_argument("--space", help="search space name (see --list)")
     p.add_argument("--list", action="store_true", help="list the search spaces and exit")
@@ -69,12 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray GPUs per trial, fractions allowed (default 0)")
     p.add_argument("--address", help="address of a running Ray cluster, e.g. 10.0.0.5:6379 or auto "
                                      "(default: start a local Ray for the study)")
-    p.add_argument("--tracking-uri", default=tracking.DEFAULT_TRACKING_URI,
-                   help=f"MLflow tracking URI (default {tracking.DEFAULT_TRACKING_URI}; any MLflow server URI works)")
+    p.add_argument("--tracking-uri",
+                   help=f"MLflow tracking URI (default {tracking.DEFAULT_TRACKING_URI}; any MLflow server URI works; "
+                        "credentials in it are used, never saved: --resume takes them from MLFLOW_TRACKING_USERNAME "
+                        "and MLFLOW_TRACKING_PASSWORD); --resume uses the study's own")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Ray results folder (default ./{DEFAULT_STORAGE})")
     p.add_argument("--name",
                    help="study name = Ray experiment folder = MLflow experiment (default SPACE-DATASET-BUDGET)")
-    p.add_argument("--resume", action="store_true", help="continue the study NAME after an interruption")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the study NAME after an interruption (its space, dataset, budget, seeds and --set "
+                        "values come from its record)")
     p.add_argument("--max-failures", type=int, default=0,
                    help="retries of a crashed trial from its last checkpoint (default 0)")
     p.add_argument("--betas-from", action="append", default=[], metavar="STUDY",
@@ -256,7 +267,8 @@ def connect_ray(address: str | None) -> None:
     runtime_env = None
     if address is not None:
         runtime_env = {"py_modules": [core, search_spaces, study],
-                       "env_vars": {"MLFLOW_DISABLE_TELEMETRY": os.environ["MLFLOW_DISABLE_TELEMETRY"]}}
+                       "env_vars": {"MLFLOW_DISABLE_TELEMETRY": os.environ["MLFLOW_DISABLE_TELEMETRY"],
+                                    **tracking.credential_env()}}  # a local Ray's workers inherit them
     try:
         ray.init(address=address, runtime_env=runtime_env)
     except ConnectionError as err:
@@ -317,7 +329,7 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
     rows, failures, not_learned = [], [], []
     for result in results:
         if result.error is not None:
-            failures.append(f"  {result.path.rsplit('/', 1)[-1]}: {str(result.error).strip().splitlines()[-1]}")
+            failures.append(f"  {result.path.rsplit('/', 1)[-1]}: {describe_error(result.error)}")
             continue
         if result.metrics and metric in result.metrics:
             point = {k: v for k, v in result.config.items() if k != "seed"}
@@ -346,7 +358,28 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
         lines += not_learned
     lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'])}  (experiment {study['name']!r})")
     lines.append(f"Ray results: {experiment_path}")
+    code = exit_code(results)
+    if code == EXIT_NO_TRIAL_FINISHED:
+        lines.append(f"no trial finished (exit code {code})")
+    elif code == EXIT_SOME_TRIALS_FAILED:
+        lines.append(f"{len(failures)} of {len(results)} trials failed (exit code {code})")
     return "\n".join(lines)
+
+
+def describe_error(error: BaseException) -> str:
+    """A trial's error as its type and first line, e.g. 'TrialDiverged: training diverged at iteration 3: ...'
+    (Ray wraps it in a RayTaskError whose message is the whole remote traceback; the original is its cause)."""
+    cause = getattr(error, "cause", None) or error
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else '(no message)'}"
+
+
+def exit_code(results) -> int:
+    """0 when every trial finished, EXIT_NO_TRIAL_FINISHED when none did, EXIT_SOME_TRIALS_FAILED otherwise."""
+    failed = sum(result.error is not None for result in results)
+    if failed and failed == len(results):
+        return EXIT_NO_TRIAL_FINISHED
+    return EXIT_SOME_TRIALS_FAILED if failed else 0
 
 
 def load_record(args: argparse.Namespace) -> dict[str, Any]:
@@ -358,6 +391,12 @@ def load_record(args: argparse.Namespace) -> dict[str, Any]:
     saved = json.loads(record.read_text())
     args.name, args.space, args.dataset, args.budget = name, saved["space"], saved["dataset"], saved["budget"]
     return saved
+
+
+def study_tracking_uri(args: argparse.Namespace) -> str:
+    """--tracking-uri as the study records it: absolute, without credentials (tracking.adopt_credentials)."""
+    return tracking.adopt_credentials(tracking.absolute_tracking_uri(args.tracking_uri or
+                                                                     tracking.DEFAULT_TRACKING_URI))
 
 
 def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
@@ -377,13 +416,14 @@ def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
         tags = saved["study"]["variant_tags"]
         d = d.with_variant_keys({v: saved["study"]["variants"][v] for v in tags}, tags)
     if args.betas_from:
-        uri = tracking.absolute_tracking_uri(args.tracking_uri)
-        d = betas_from.apply(d, betas_from.choose(d, args.betas_from, uri))
+        d = betas_from.apply(d, betas_from.choose(d, args.betas_from, study_tracking_uri(args)))
     d.validate()
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise StudyError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise StudyError(f"--max-concurrent {args.max_concurrent} must be at least 1")
+    if args.max_failures < 0:  # Ray would read a negative count as "retry forever"
+        raise StudyError(f"--max-failures {args.max_failures} must be at least 0 (retries of a crashed trial)")
     name = args.name or f"{space.name}-{args.dataset}-{args.budget}"
     return d, name, Path(args.storage).resolve() / name
 
@@ -393,9 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         print(list_spaces())
         return 0
-    if not args.space:
-        print("error: --space is required (one of: " + ", ".join(SPACES) + "; see --list)", file=sys.stderr)
-        return 2
+    if not args.space and not (args.resume and args.name):
+        print("error: --space is required (one of: " + ", ".join(SPACES) + "; see --list), or --resume --name NAME",
+              file=sys.stderr)
+        return EXIT_BAD_REQUEST
     try:
         d, name, experiment_path = prepare(args)
         if args.dry_run:
@@ -409,29 +450,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             FileNotFoundError) as err:
         # FileNotFoundError: the image data (core's DatasetNotFound) or the Inception weights are missing
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_REQUEST
     print(summarize(results, d, study, experiment_path))
-    return 0
+    return exit_code(results)
 
 
 def run_study(d: StudyDesign, args: argparse.Namespace, name: str, experiment_path: Path):
-    """Open (or reopen) the study, connect to Ray and fit; returns Tune's ResultGrid and the study record."""
-    study = open_study(args, d, name, experiment_path)
+    """Check the study's folder and tracking store, connect to Ray and check its resources, and only then create
+    the study (MLflow experiment, folder, record) and fit: a refused request leaves nothing behind. Returns Tune's
+    ResultGrid and the study record."""
+    uri = check_study(args, name, experiment_path)
     connect_ray(args.address)
     import ray
 
     check_resources(ray.cluster_resources(), args.cpus_per_trial, args.gpus_per_trial)
+    study = open_study(args, d, name, experiment_path, uri)
     return build_tuner(d, study, args, experiment_path).fit(), study
 
 
-def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_path: Path) -> dict[str, Any]:
-    """Check the tracking store and the Ray address, create (or on --resume reload) the study's record."""
+def check_study(args: argparse.Namespace, name: str, experiment_path: Path) -> str:
+    """Before Ray and before anything is written: the study folder can be created (or, on --resume, restored)
+    and the tracking store can be used; returns the study's tracking URI."""
     from ray import tune
 
-    record = experiment_path / STUDY_FILE
     if args.resume:
-        study = json.loads(record.read_text())["study"]
-        tracking.check_tracking_uri(study["tracking_uri"])
+        uri = json.loads((experiment_path / STUDY_FILE).read_text())["study"]["tracking_uri"]
+        if args.tracking_uri is not None and study_tracking_uri(args) != uri:
+            raise StudyError(f"study {name!r} tracks to {uri}, not --tracking-uri "
+                             f"{tracking.redact(args.tracking_uri)} (leave it out to resume)")
+        tracking.check_tracking_uri(uri)
         if not tune.Tuner.can_restore(str(experiment_path)):
             raise StudyError(f"study {name!r} at {experiment_path} stopped before Tune saved any state; "
                              "delete that folder and start it again")
@@ -439,23 +486,41 @@ def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_p
         if experiment_path.exists():
             raise StudyError(f"study {name!r} already exists at {experiment_path}: continue it with --resume, or "
                              "choose another --name")
-        uri = tracking.absolute_tracking_uri(args.tracking_uri)
-        tracking.check_tracking_uri(uri)
-        study = {**d.study_config(), "name": name, "metric": d.metric, "study_id": uuid.uuid4().hex[:12],
-                 "tracking_uri": uri,
-                 "tags": {"space": d.space.name, "study": name, "dataset": d.dataset, "budget": d.budget,
-                          **tracking.project_tags()}}
+        problem = tracking.unwritable(experiment_path.parent)
+        if problem:
+            raise StudyError(f"--storage {args.storage}: {problem}")
+        given = tracking.absolute_tracking_uri(args.tracking_uri or tracking.DEFAULT_TRACKING_URI)
+        tracking.check_tracking_uri(given)
+        uri = study_tracking_uri(args)
+        if uri != given:
+            print("note: the credentials in --tracking-uri are not saved with the study; to --resume it, set "
+                  "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or pass the same --tracking-uri)")
     if args.address:
         check_address(args.address)
-    if args.address and tracking.is_local_store(study["tracking_uri"]):
-        print(f"note: trials on other machines cannot write to {study['tracking_uri']}; "
+    if args.address and tracking.is_local_store(uri):
+        print(f"note: trials on other machines cannot write to {uri}; "
               "use an MLflow server (--tracking-uri http://HOST:5000) for a multi-machine cluster")
-    study["experiment_id"] = tracking.ensure_experiment(study["tracking_uri"], name)
-    if not args.resume:
-        experiment_path.mkdir(parents=True)
-        saved = {"space": d.space.name, "dataset": d.dataset, "budget": d.budget, "seeds": list(d.seeds),
-                 "samples": d.samples, "overrides": user_overrides(args), "study": study}
-        record.write_text(json.dumps(saved, indent=2))
+    return uri
+
+
+def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_path: Path,
+               uri: str) -> dict[str, Any]:
+    """Create the study's MLflow experiment, folder and record (on --resume: reload the record, reopen the
+    experiment); `uri` from check_study."""
+    record = experiment_path / STUDY_FILE
+    if args.resume:
+        study = json.loads(record.read_text())["study"]
+        study["experiment_id"] = tracking.ensure_experiment(uri, name)
+        return study
+    study = {**d.study_config(), "name": name, "metric": d.metric, "study_id": uuid.uuid4().hex[:12],
+             "tracking_uri": uri,
+             "tags": {"space": d.space.name, "study": name, "dataset": d.dataset, "budget": d.budget,
+                      **tracking.project_tags()}}
+    study["experiment_id"] = tracking.ensure_experiment(uri, name)
+    experiment_path.mkdir(parents=True)
+    saved = {"space": d.space.name, "dataset": d.dataset, "budget": d.budget, "seeds": list(d.seeds),
+             "samples": d.samples, "overrides": user_overrides(args), "study": study}
+    record.write_text(json.dumps(saved, indent=2))
     return study
 
 

@@ -6,19 +6,25 @@ its betas came from), and figure.png / metrics.json with samples.npy (2D) or sam
 (images) as artifacts. The trial opens its run with Ray's `setup_mlflow`, and finds it again by its `trial_id` tag
 when Tune restores the trial. `TrialRunStatus`, a Tune callback on the driver, closes the runs that a trial could
 not close itself (stopped by ASHA, crashed, killed) and records why.
+
+Before a study writes anything, `check_tracking_uri` tries the store as MLflow would use it and fails in seconds,
+naming what is wrong. Credentials never reach a record of the study or a message: `adopt_credentials` moves those of
+a server URI into MLflow's own MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, `redact` shows a password as ***.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
+import tempfile
 import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 from ray import tune
 
@@ -52,6 +58,41 @@ def is_local_store(uri: str) -> bool:
     return urlparse(uri).scheme in ("sqlite", "file")
 
 
+def redact(uri: str) -> str:
+    """The URI as it may be shown: a password becomes *** (http://user:***@host)."""
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    return urlunparse(parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)))
+
+
+def adopt_credentials(uri: str) -> str:
+    """The URI without user and password, which go to MLflow's own MLFLOW_TRACKING_USERNAME / _PASSWORD for this
+    process (and the Ray workers it starts), so that no record of the study (study.json, Tune's tuner.pkl) holds
+    them. A database URI's password has no such variable: refused."""
+    parsed = urlparse(uri)
+    if parsed.username is None and parsed.password is None:
+        return uri
+    if parsed.scheme not in ("http", "https"):
+        if parsed.password is None:
+            return uri
+        raise TrackingError(f"tracking URI {redact(uri)} holds a password, which every record of the study would "
+                            "keep; give it to the database driver instead (PostgreSQL: PGPASSWORD or ~/.pgpass) or "
+                            "track to an MLflow server (http://HOST:5000 with MLFLOW_TRACKING_USERNAME and "
+                            "MLFLOW_TRACKING_PASSWORD)")
+    if parsed.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = parsed.username
+    if parsed.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = parsed.password
+    return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[1]))
+
+
+def credential_env() -> dict[str, str]:
+    """MLflow's credential variables of this process, for Ray workers on other machines."""
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 def artifact_location(uri: str) -> str | None:
     """Local stores keep artifacts in `mlartifacts/` beside the database; a server decides for itself."""
     if urlparse(uri).scheme == "sqlite":
@@ -59,22 +100,97 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why nothing can be created in `folder` (or, where it does not exist yet, in the folder that would hold it), or
+    None. A real write, removed at once: as root, os.access says yes even on /sys."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".priorstudy-write-check-"):
+            pass
+    except OSError as err:
+        return f"cannot write in {existing} ({err.strerror})"
+    return None
+
+
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before Ray starts, when the store cannot be used."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-                if response.status != 200:
-                    raise TrackingError(f"MLflow server at {uri} answered /health with HTTP {response.status}")
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise TrackingError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it with "
-                                f"`mlflow server --host ... --port ...` or pass another --tracking-uri") from None
-    elif parsed.scheme == "sqlite":
+    """Fail fast, before Ray starts and before MLflow touches the store, when the store cannot be used: a scheme
+    MLflow has no store for, a database driver that is not installed, a local store in a folder that cannot be
+    written (MLflow would retry for minutes), a server that does not answer or refuses the credentials. Messages
+    show the URI redacted."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+    from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
+    from mlflow.utils.uri import get_uri_scheme
+
+    shown = redact(uri)
+    try:
+        scheme = get_uri_scheme(uri)
+        _tracking_store_registry.get_store_builder(uri)
+    except UnsupportedModelRegistryStoreURIException as err:
+        known = ", ".join(s for s in err.supported_uri_schemes if s)
+        raise TrackingError(f"tracking URI {shown}: MLflow has no store for scheme {urlparse(uri).scheme!r} "
+                            f"(it knows: {known}; e.g. sqlite:///mlruns.db or http://HOST:5000)") from None
+    except MlflowException as err:
+        raise TrackingError(f"tracking URI {shown}: {redact(err.message)}") from None
+    if scheme in ("http", "https"):
+        _check_server(uri, timeout)
+    elif scheme == "sqlite":
         folder = Path(uri[len("sqlite:///"):]).parent
         if not folder.is_dir():
-            raise TrackingError(f"tracking URI {uri}: folder {folder} does not exist")
+            raise TrackingError(f"tracking URI {shown}: folder {folder} does not exist")
+        problem = unwritable(folder)
+        if problem:
+            raise TrackingError(f"tracking URI {shown}: {problem}")
+    elif scheme in DATABASE_ENGINES:
+        from sqlalchemy.engine import make_url
+
+        dialect = make_url(uri).get_dialect()
+        try:
+            dialect.import_dbapi()
+        except ImportError as err:
+            raise TrackingError(f"tracking URI {shown} needs the database driver {dialect.driver} ({err}); install "
+                                "it, or track to an MLflow server (--tracking-uri http://HOST:5000)") from None
+    elif scheme in ("", "file"):
+        problem = unwritable(Path(urlparse(uri).path))
+        if problem:
+            raise TrackingError(f"tracking URI {shown}: {problem}")
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    """The server answers /health, and an API call with the credentials of the URI or of MLflow's variables (a
+    server with authentication answers /health to anyone)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    parsed, shown = urlparse(uri), redact(uri)
+    bare = urlunparse(parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1])).rstrip("/")
+    try:
+        with urllib.request.urlopen(bare + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise TrackingError(f"MLflow server at {shown} answered /health with HTTP {response.status}")
+    except urllib.error.HTTPError as err:
+        raise TrackingError(f"{shown} answered /health with HTTP {err.code}: is it an MLflow server?") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"cannot reach the MLflow tracking server at {shown} ({reason}); start it with "
+                            f"`mlflow server --host ... --port ...` or pass another --tracking-uri") from None
+    creds = get_default_host_creds(bare)
+    if parsed.username is not None:
+        creds.username, creds.password = parsed.username, parsed.password
+    try:
+        response = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0,
+                                timeout=timeout, params={"max_results": 1})
+    except (MlflowException, OSError) as err:
+        raise TrackingError(f"MLflow server at {shown} answered /health but not its API ({redact(str(err))})") from None
+    if response.status_code in (401, 403):
+        raise TrackingError(f"MLflow server at {shown} refused the credentials (HTTP {response.status_code}): set "
+                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a study never saves them)")
 
 
 def ensure_experiment(uri: str, name: str) -> str:
@@ -91,7 +207,7 @@ def ensure_experiment(uri: str, name: str) -> str:
             return experiment.experiment_id
         return client.create_experiment(name, artifact_location=artifact_location(uri))
     except MlflowException as err:
-        raise TrackingError(f"MLflow store {uri}: {err.message}") from None
+        raise TrackingError(f"MLflow store {redact(uri)}: {err.message}") from None
 
 
 def project_tags() -> dict[str, str]:
