@@ -188,9 +188,14 @@ def _check_server(uri: str, timeout: float) -> None:
                                 timeout=timeout, params={"max_results": 1})
     except (MlflowException, OSError) as err:
         raise TrackingError(f"MLflow server at {shown} answered /health but not its API ({redact(str(err))})") from None
-    if response.status_code in (401, 403):
-        raise TrackingError(f"MLflow server at {shown} refused the credentials (HTTP {response.status_code}): set "
+    if response.status_code == 401:
+        raise TrackingError(f"MLflow server at {shown} refused the credentials (HTTP 401): set "
                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a study never saves them)")
+    if response.status_code == 403:  # also MLflow's answer to a host name outside its --allowed-hosts
+        said = (response.text.strip().splitlines() or ["no reason given"])[0][:200]
+        raise TrackingError(f"MLflow server at {shown} refused the request (HTTP 403: {said}): the user may not "
+                            "read experiments, or the server does not accept this host name (mlflow server "
+                            "--allowed-hosts)")
 
 
 def ensure_experiment(uri: str, name: str) -> str:

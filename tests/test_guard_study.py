@@ -107,6 +107,8 @@ class AuthMlflow(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             return self._answer(200, {})
+        if not self.headers.get("Host", "").startswith("127.0.0.1:"):  # as MLflow outside its --allowed-hosts
+            return self._answer(403, {"message": "Invalid Host header"})
         if self.headers.get("Authorization") != self.expected:
             return self._answer(401, {"error_code": "UNAUTHENTICATED", "message": "wrong credentials"})
         if self.path.startswith("/api/2.0/mlflow/experiments/get-by-name"):
@@ -138,6 +140,13 @@ def test_credentials_in_the_tracking_uri_are_never_shown_or_saved_and_resume_tak
     for var in CREDENTIAL_VARS:
         monkeypatch.delenv(var, raising=False)
     storage = ["--storage", str(tmp_path / "ray_results")]
+    port = auth_server.rsplit(":", 1)[1]
+    code, _, err = run_cli(tmp_path, capsys, "--space", "learnable_prior", "--tracking-uri",
+                           f"http://user:{SECRET}@localhost:{port}", tracking=False)
+    assert code == 2 and SECRET not in err
+    assert_one_error_line(err, f"error: MLflow server at http://user:***@localhost:{port} refused the request (HTTP "
+                               '403: {"message": "Invalid Host header"}): the user may not read experiments, or the '
+                               "server does not accept this host name")
     code, _, err = run_cli(tmp_path, capsys, "--space", "learnable_prior", "--tracking-uri",
                            f"http://user:wrong-{SECRET}@{auth_server}", tracking=False)
     assert code == 2 and "wrong" not in err and SECRET not in err
@@ -179,7 +188,7 @@ def test_resume_reads_space_dataset_and_budget_from_the_study(tmp_path, capsys):
 
 
 def test_exit_code_and_summary_name_the_failed_trials(tmp_path):
-    d = design(get("learnable_prior"), "8gaussians", "smoke")
+    d = design(get("learnable_prior"), "8gaussians", "smoke", seeds=(0,))  # the two trials below
     error = RuntimeError("training diverged at iteration 3: loss_encoder = nan\nmore")
     ok = SimpleNamespace(error=None, metrics={"kl": 2.0, "done": True}, config={"variant": "standard", "seed": 0},
                          path="/r/train_trial_a_00000")
