@@ -204,15 +204,11 @@ def test_exit_code_and_summary_name_the_failed_trials(tmp_path):
 @pytest.fixture(scope="module")
 def cpu_ray():
     """One local Ray without GPUs for this module's two Ray checks; workers import the project via PYTHONPATH."""
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved]))
-    ray.init(address="local", include_dashboard=False, num_cpus=2, num_gpus=0)
-    yield
-    ray.shutdown()
-    if saved is None:
-        os.environ.pop("PYTHONPATH")
-    else:
-        os.environ["PYTHONPATH"] = saved
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        ray.init(address="local", include_dashboard=False, num_cpus=2, num_gpus=0)
+        yield
+        ray.shutdown()
 
 
 def test_a_gpu_the_cluster_lacks_is_refused_before_the_study_is_written(cpu_ray, tmp_path, capsys):
