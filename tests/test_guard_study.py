@@ -20,6 +20,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from search_spaces import design, get
 from study.run import build_parser, check_study, exit_code, main, open_study, prepare, summarize
+from study.tracking import TrackingError, adopt_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -175,6 +176,16 @@ def test_credentials_in_the_tracking_uri_are_never_shown_or_saved_and_resume_tak
     assert code == 2  # past the tracking store: this study never ran, so Tune has nothing to restore
     assert_one_error_line(err, "study 'auth' at")
     assert "stopped before Tune saved any state" in err and SECRET not in err
+
+
+def test_a_database_password_is_refused_and_never_shown(monkeypatch):
+    """MLflow has no variable for a database password: every record of the study would keep the URI's."""
+    for var in CREDENTIAL_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(TrackingError, match=r"tracking URI postgresql://u:\*\*\*@h/db holds a password") as err:
+        adopt_credentials(f"postgresql://u:{SECRET}@h/db")
+    assert SECRET not in str(err.value)
+    assert adopt_credentials("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
 def test_resume_reads_space_dataset_and_budget_from_the_study(tmp_path, capsys):
