@@ -1,6 +1,5 @@
 # The two commands of the README: `make run` (the main job) and `make test`. Both set everything up first.
 SHELL := /bin/bash
-export RAY_AUTH_MODE ?= disabled
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export MPLCONFIGDIR ?= $(CURDIR)/.mplconfig
 PY := .venv/bin/python

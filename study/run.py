@@ -21,7 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 otherwise wants a token for a local cluster
+# Token auth for the study's Ray unless the user disabled it (study/ray_auth.py), set before Ray is imported (it reads
+# its config then); inside `ray job submit` (RAY_ADDRESS set) the job runs as its cluster does.
+if "RAY_ADDRESS" not in os.environ:
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # CheckpointConfig(num_to_keep) forces an experiment snapshot per kept checkpoint: wanted (exact resume), not a warning.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -29,7 +32,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
 from core.metrics.modes import LEARNED_NEAR_MODE, learned
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
-from study import betas_from, tracking
+from study import betas_from, ray_auth, tracking
 
 STUDY_FILE = "study.json"
 DEFAULT_DATASET = "8gaussians"
@@ -261,9 +264,19 @@ def connect_ray(address: str | None) -> None:
 
     if ray.is_initialized():  # a caller (a notebook, a test) connected already
         return
+    ray_auth.refresh()
     if address is None and "RAY_ADDRESS" not in os.environ:
+        # Ray 2.60 cannot bind its services to 127.0.0.1 (ray.init maps _node_ip_address 127.0.0.1 to the outward
+        # address; the GCS and raylet listen on every interface): the token keeps strangers out.
+        if ray_auth.enabled():
+            ray_auth.ensure_token()
         ray.init(address="local", include_dashboard=False)  # "local": never attach to another `ray start`
         return
+    if address is not None and ray_auth.enabled() and not ray_auth.has_token():
+        raise StudyError(f"Ray token authentication is on (RAY_AUTH_MODE=token) but there is no token for the "
+                         f"cluster at {address}: copy the head node's token to {ray_auth.token_path()} (or set "
+                         "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN), or set RAY_AUTH_MODE=disabled for a cluster "
+                         "started without authentication")
     runtime_env = None
     if address is not None:
         runtime_env = {"py_modules": [core, search_spaces, study],

@@ -17,7 +17,7 @@ STUDY = "analysis-e2e"
 
 
 def test_study_to_report_and_notebook(tmp_path, monkeypatch):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true",
            "MPLCONFIGDIR": str(tmp_path / "mpl"), "RAY_USAGE_STATS_ENABLED": "0"}
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     # Two trials: clip none / adaptive at λ = 0, seed 0.

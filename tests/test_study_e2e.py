@@ -34,7 +34,7 @@ SMOKE_ITERATIONS = 60  # budget smoke, eval_every 20
 
 def child_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", MLFLOW_DISABLE_TELEMETRY="true",
+    env.update(PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true",
                MPLCONFIGDIR=str(tmp_path / "mpl"), RAY_USAGE_STATS_ENABLED="0")
     # as with an activated venv: the job's `python` (ray job submit's entrypoint) is the project's
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
