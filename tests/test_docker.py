@@ -24,6 +24,7 @@ DOCKER = ROOT / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 JOBS = {"study"}  # one-shot services: no healthcheck, others wait on them never
+BIND = "${PRIORSTUDY_BIND:-127.0.0.1}"  # published ports: this host only, unless PRIORSTUDY_BIND says otherwise
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -32,6 +33,10 @@ def command(service: str) -> list[str]:
     entry = spec.get("entrypoint", [])
     cmd = spec["command"]
     return list(entry) + (shlex.split(cmd) if isinstance(cmd, str) else list(cmd))
+
+
+def published(service: str, port: int) -> bool:
+    return f"{BIND}:{port}:{port}" in SERVICES[service]["ports"]
 
 
 def click_params(cli, prog: str, args: list[str]) -> dict:
@@ -86,7 +91,7 @@ def test_mlflow_server_runs_on_postgres_with_a_proxied_shared_artifact_store():
                                            f"@postgres:5432/{env['POSTGRES_DB']}")
     assert params["serve_artifacts"] and params["artifacts_destination"] == "/mlartifacts"
     assert "mlartifacts:/mlartifacts" in SERVICES["mlflow"]["volumes"]
-    assert params["host"] == "0.0.0.0" and f"{params['port']}:{params['port']}" in SERVICES["mlflow"]["ports"]
+    assert params["host"] == "0.0.0.0" and published("mlflow", params["port"])
     assert f"mlflow:{params['port']}" in params["allowed_hosts"].split(",")  # the Host header trials send
     assert f"localhost:{params['port']}/health" in SERVICES["mlflow"]["healthcheck"]["test"][3]
     assert any("psycopg2-binary" in args for op, args in dockerfile("Dockerfile.cpu") if op == "RUN")
@@ -96,7 +101,7 @@ def test_ray_head_and_workers_agree_on_addresses_ports_and_shared_storage():
     head_cmd = command("ray-head")
     head = click_params(ray_cli.start, "start", head_cmd[2:])
     assert head_cmd[:2] == ["ray", "start"] and head["head"] and head["block"]
-    assert f"{head['dashboard_port']}:{head['dashboard_port']}" in SERVICES["ray-head"]["ports"]
+    assert published("ray-head", head["dashboard_port"])
     assert f"localhost:{head['dashboard_port']}/api/gcs_healthz" in SERVICES["ray-head"]["healthcheck"]["test"][3]
     for name in ("ray-worker", "ray-worker-gpu"):
         worker = click_params(ray_cli.start, "start", command(name)[2:])
@@ -107,7 +112,20 @@ def test_ray_head_and_workers_agree_on_addresses_ports_and_shared_storage():
     assert SERVICES["ray-worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     for name in ("ray-head", "ray-worker", "ray-worker-gpu", "study"):
         assert "ray_results:/data/ray_results" in SERVICES[name]["volumes"], name
-        assert SERVICES[name]["environment"]["RAY_AUTH_MODE"] == "disabled"
+        env = SERVICES[name]["environment"]
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == "/run/secrets/ray_auth_token", name
+        assert SERVICES[name]["secrets"] == ["ray_auth_token"], name
+
+
+def test_nothing_is_published_beyond_this_host_and_the_ray_token_stays_out_of_git_and_images():
+    """MLflow (no authentication) and the Ray job API are published on 127.0.0.1 unless PRIORSTUDY_BIND is set;
+    the token file the Ray services read as a Docker secret is neither committed nor copied into an image."""
+    ports = {name: spec["ports"] for name, spec in SERVICES.items() if "ports" in spec}
+    assert ports == {"mlflow": [f"{BIND}:5000:5000"], "ray-head": [f"{BIND}:8265:8265"]}
+    assert COMPOSE["secrets"] == {"ray_auth_token": {"file": "./ray_auth_token"}}
+    assert "/docker/ray_auth_token" in (ROOT / ".gitignore").read_text().split()
+    for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        assert "docker/ray_auth_token" in (DOCKER / f"{name}.dockerignore").read_text().split(), name
 
 
 def test_the_study_job_is_a_valid_command_for_this_cluster():
@@ -128,7 +146,7 @@ def test_dockerfiles_install_the_project_with_its_pins(name):
     assert rows[0][0] == "FROM" and rows[0][1].startswith("python:3.11")  # pyproject: requires-python 3.11
     assert PYPROJECT["project"]["requires-python"].startswith(">=3.11")
     env = " ".join(args for op, args in rows if op == "ENV")
-    assert "RAY_AUTH_MODE=disabled" in env and "MLFLOW_DISABLE_TELEMETRY=true" in env
+    assert "RAY_AUTH_MODE=token" in env and "MLFLOW_DISABLE_TELEMETRY=true" in env
     copies = [args.split() for op, args in rows if op == "COPY"]
     assert ["pyproject.toml", "/tmp/pyproject.toml"] in copies and [".", "/app"] in copies
     runs = " ".join(args for op, args in rows if op == "RUN")
