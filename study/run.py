@@ -32,7 +32,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
 from core.metrics.modes import LEARNED_NEAR_MODE, learned
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
-from study import betas_from, ray_auth, tracking
+from study import betas_from, driver, ray_auth, tracking
 
 STUDY_FILE = "study.json"
 DEFAULT_DATASET = "8gaussians"
@@ -328,7 +328,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
         run_config=tune.RunConfig(
             name=experiment_path.name,
             storage_path=str(experiment_path.parent),
-            callbacks=[tracking.TrialRunStatus(study)],
+            callbacks=[tracking.TrialRunStatus(study), driver.WorkerRecord(experiment_path)],
             failure_config=tune.FailureConfig(max_failures=args.max_failures, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1,
@@ -472,13 +472,22 @@ def run_study(d: StudyDesign, args: argparse.Namespace, name: str, experiment_pa
     """Check the study's folder and tracking store, connect to Ray and check its resources, and only then create
     the study (MLflow experiment, folder, record) and fit: a refused request leaves nothing behind. Returns Tune's
     ResultGrid and the study record."""
+    if args.resume:
+        check_ended(name, experiment_path)
     uri = check_study(args, name, experiment_path)
     connect_ray(args.address)
     import ray
 
     check_resources(ray.cluster_resources(), args.cpus_per_trial, args.gpus_per_trial)
-    study = open_study(args, d, name, experiment_path, uri)
+    study = {**open_study(args, d, name, experiment_path, uri), "driver": driver.this_driver()}
     return build_tuner(d, study, args, experiment_path).fit(), study
+
+
+def check_ended(name: str, experiment_path: Path) -> None:
+    """--resume: the study's last run on this machine has ended, driver and trial workers (study/driver.py)."""
+    last, live = driver.wait_for_end(experiment_path)
+    if live:
+        raise StudyError(driver.describe_live(name, last, live))
 
 
 def check_study(args: argparse.Namespace, name: str, experiment_path: Path) -> str:

@@ -3,7 +3,8 @@
 Every evaluation of core (every `eval_every` units) becomes one `tune.report` with a `tune.Checkpoint` of the
 exact training state, so a restored trial continues where it stopped. The final report is sent after the run's
 artifacts are in MLflow, with a checkpoint that marks the trial as done: restoring it re-reports, never retrains.
-A diverging run (core's TrainingDiverged) ends the trial as failed, with the reason in Tune and in MLflow.
+A diverging run (core's TrainingDiverged) ends the trial as failed, with the reason in Tune and in MLflow. A trial
+whose driver is gone ends before its next write to MLflow (study/driver.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from ray import tune
 
 from search_spaces.space import resolve_trial, searched_params, variant_tags
+from study.driver import exit_if_orphaned
 from study.tracking import TrialRun
 
 STATE_FILE = "state.pt"
@@ -111,6 +113,7 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
     pending: dict[str, Any] = {}
 
     def on_report(report: dict[str, Any]) -> None:
+        exit_if_orphaned(study.get("driver"))
         run.log_report(report)
         pending["report"] = report
 
@@ -132,6 +135,7 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
     except Exception as err:
         run.fail(f"{type(err).__name__}: {err}")
         raise
+    exit_if_orphaned(study.get("driver"))
     # Time inside core.train in this process (wall, and CPU of all its threads): the study-overhead benchmark's data.
     final = {**final, "train_time_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
     run.log_metrics({k: final[k] for k in ("train_time_s", "train_cpu_s")}, step=final["iteration"])

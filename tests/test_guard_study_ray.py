@@ -1,13 +1,19 @@
-"""A local study's Ray: token auth keeps a process without the token out, and the token a study writes is readable
-by its owner only."""
+"""A study's Ray and processes: token auth keeps strangers out of a local study's Ray, --resume refuses while the
+last run's driver or workers live, and a trial whose driver is gone stops before it writes. (kill -9 of a real
+study, then its resume: tests/test_study_e2e.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from study.run import connect_ray
+from study import driver
+from study.run import connect_ray, main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
 import ray
@@ -54,3 +60,62 @@ def test_the_token_a_local_study_writes_is_readable_by_its_owner_only(tmp_path, 
     assert len(token) == 64 and (tmp_path / "ray" / "auth_token").stat().st_mode & 0o777 == 0o600
     ray_auth.ensure_token()
     assert (tmp_path / "ray" / "auth_token").read_text() == token  # kept, never replaced
+
+
+def study_folder(storage: Path, name: str, last_driver: dict, workers: list[dict]) -> Path:
+    """A study's record as study.run writes it, and the record of its last run's processes."""
+    folder = storage / name
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({
+        "space": "ablation_regularizers", "dataset": "8gaussians", "budget": "smoke", "seeds": [0], "samples": None,
+        "overrides": {}, "study": {}}))
+    driver.write(folder, last_driver, workers)
+    return folder
+
+
+def test_resume_refuses_while_the_last_run_lives(tmp_path, monkeypatch, capsys):
+    """The last run's driver and one worker still live (real processes: the check reads their PIDs and start
+    times), another worker has ended: --resume waits, then refuses with exit 2, naming the live ones."""
+    monkeypatch.setattr(driver, "END_WAIT_S", 1.0)
+    old_driver, old_worker, ended = (subprocess.Popen(["sleep", "600"]) for _ in range(3))
+    ended.kill()
+    try:
+        records = [driver.identity(p.pid) for p in (old_driver, old_worker)]
+        ended_record = {**records[0], "pid": ended.pid}
+        ended.wait()
+        last = {**records[0], "host": "vm", "started_at": "2026-12-03T14:11:49"}
+        study_folder(tmp_path, "s", last, [records[1], ended_record])
+        code = main(["--resume", "--name", "s", "--space", "ablation_regularizers", "--storage", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.startswith(f"error: study 's' still has live processes from its run by PID {old_driver.pid} "
+                              "(started 2026-12-03T14:11:49 on vm)"), err
+        assert f"driver {old_driver.pid}, trial worker {old_worker.pid}; " in err
+        assert err.rstrip().endswith(f"kill -9 {old_driver.pid} {old_worker.pid}") and str(ended.pid) not in err
+    finally:
+        for p in (old_driver, old_worker):
+            p.kill()
+            p.wait()
+    assert driver.wait_for_end(tmp_path / "s")[1] == []
+
+
+ORPHAN = """
+from study.driver import exit_if_orphaned, identity
+exit_if_orphaned({{**identity({alive}), "host": "h", "started_at": "t"}})
+print("driver alive: wrote", flush=True)
+exit_if_orphaned({{**identity({alive}), "pid": {gone}, "host": "h", "started_at": "t"}})
+print("driver gone: wrote", flush=True)
+"""
+
+
+def test_a_trial_whose_driver_is_gone_stops_before_it_writes(tmp_path):
+    """exit_if_orphaned (called by the trainable before each of its writes to MLflow) lets a trial of a live
+    driver go on and ends the process of one whose driver has ended."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    code = ORPHAN.format(alive=os.getpid(), gone=gone.pid)
+    child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 1, child.stdout + child.stderr
+    assert child.stdout.splitlines() == ["driver alive: wrote"]
+    assert f"the study's driver (PID {gone.pid}) is gone; this trial stops without writing" in child.stderr
