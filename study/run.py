@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
+import shlex
 import socket
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,11 @@ DEFAULT_STORAGE = "ray_results"
 EXIT_BAD_REQUEST = 2  # argparse's own code: nothing was started or written
 EXIT_NO_TRIAL_FINISHED = 3  # as `python -m core` on a diverged training
 EXIT_SOME_TRIALS_FAILED = 4
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: the study stopped with trials unfinished (resume it)
 EXIT_CODES = (f"exit codes: 0 every trial finished; {EXIT_BAD_REQUEST} the request cannot run (one `error:` line; "
               f"nothing was started or written); {EXIT_NO_TRIAL_FINISHED} no trial finished; "
-              f"{EXIT_SOME_TRIALS_FAILED} some trials failed (the summary names each with its error)")
+              f"{EXIT_SOME_TRIALS_FAILED} some trials failed (the summary names each with its error); "
+              f"{EXIT_INTERRUPTED} interrupted with trials unfinished (it prints the command that resumes it)")
 
 
 class StudyError(Exception):
@@ -336,13 +340,18 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
     )
 
 
-def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 10) -> str:
-    """Best configurations (mean over seeds for grids), failures, and where to look next."""
+def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 10,
+              interrupted: Collection[str] = ()) -> str:
+    """Best configurations (mean over seeds for grids), failures, the trials a Ctrl-C left unfinished (the folder
+    names in `interrupted`, unranked), and where to look next."""
     metric, mode = d.metric, d.space.mode
-    rows, failures, not_learned = [], [], []
+    rows, failures, not_learned, stopped = [], [], [], []
     for result in results:
         if result.error is not None:
             failures.append(f"  {result.path.rsplit('/', 1)[-1]}: {describe_error(result.error)}")
+            continue
+        if result.path.rsplit("/", 1)[-1] in interrupted:
+            stopped.append(f"  {result.path.rsplit('/', 1)[-1]}: at iteration {result.metrics.get('iteration', 0)}")
             continue
         if result.metrics and metric in result.metrics:
             point = {k: v for k, v in result.config.items() if k != "seed"}
@@ -354,7 +363,9 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
     for point, _, value in rows:
         groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
     ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), reverse=(mode == "max"))
-    lines = [f"\nstudy {study['name']}: trials finished: {len(rows)}, failed: {len(failures)}; "
+    lines = [f"\nstudy {study['name']}: trials finished: {len(rows)}, failed: {len(failures)}"
+             + (f", interrupted: {len(stopped)}" if stopped else "")
+             + (f", not started: {d.trial_count - len(results)}" if d.trial_count > len(results) else "") + "; "
              f"best by {metric} ({mode}{', mean over seeds' if not d.searched else ''}):"]
     for key, values in ranked[:top]:
         mean = sum(values) / len(values)
@@ -364,6 +375,9 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
     if failures:
         lines.append("failed trials:")
         lines += failures
+    if stopped:
+        lines.append("interrupted trials (not ranked; --resume continues each from its last checkpoint):")
+        lines += stopped
     if not_learned:
         lines.append(f"finished but did not learn the data ({len(not_learned)} of {len(rows)}: fewer than 8 modes "
                      f"or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode; their {metric} is in the "
@@ -371,7 +385,7 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
         lines += not_learned
     lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'])}  (experiment {study['name']!r})")
     lines.append(f"Ray results: {experiment_path}")
-    code = exit_code(results)
+    code = exit_code(results, d.trial_count, interrupted)
     if code == EXIT_NO_TRIAL_FINISHED:
         lines.append(f"no trial finished (exit code {code})")
     elif code == EXIT_SOME_TRIALS_FAILED:
@@ -387,8 +401,39 @@ def describe_error(error: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[0] if lines else '(no message)'}"
 
 
-def exit_code(results) -> int:
-    """0 when every trial finished, EXIT_NO_TRIAL_FINISHED when none did, EXIT_SOME_TRIALS_FAILED otherwise."""
+def interrupted_trials(experiment_path: Path) -> set[str]:
+    """The folder names of the trials a Ctrl-C left running or waiting (Tune status RUNNING, PENDING or PAUSED),
+    from Tune's last snapshot of the study. Neither the ResultGrid tells: a Result carries no status, Tune marks its
+    trials TERMINATED when it stops them after the snapshot, and a result's `done` is lost when a study resumes."""
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.experiment import Trial
+
+    trials = ExperimentAnalysis(str(experiment_path)).trials
+    return {Path(t.path).name for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)}
+
+
+def unfinished(results, trial_count: int, interrupted: Collection[str]) -> int:
+    """The study's trials left running or waiting (`interrupted`) and those Tune had not created yet."""
+    return len(interrupted) + max(0, trial_count - len(results))
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    """The command that continues the study: its record holds the rest, but not where it ran or its resources."""
+    cmd = ["python", "-m", "study.run", "--resume", "--name", name, "--storage", str(Path(args.storage).resolve())]
+    if args.address:
+        cmd += ["--address", args.address]
+    parser = build_parser()
+    for flag, key in (("--cpus-per-trial", "cpus_per_trial"), ("--gpus-per-trial", "gpus_per_trial")):
+        if getattr(args, key) != parser.get_default(key):
+            cmd += [flag, f"{getattr(args, key):g}"]
+    return shlex.join(cmd)
+
+
+def exit_code(results, trial_count: int | None = None, interrupted: Collection[str] = ()) -> int:
+    """EXIT_INTERRUPTED when some of the study's trial_count trials (default: those in `results`) are unfinished,
+    else 0 when every trial finished, EXIT_NO_TRIAL_FINISHED when none did, EXIT_SOME_TRIALS_FAILED otherwise."""
+    if unfinished(results, len(results) if trial_count is None else trial_count, interrupted):
+        return EXIT_INTERRUPTED
     failed = sum(result.error is not None for result in results)
     if failed and failed == len(results):
         return EXIT_NO_TRIAL_FINISHED
@@ -458,14 +503,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_inputs(d, args.download)
         for line in describe_variant_tags(d):
             print(line)
-        results, study = run_study(d, args, name, experiment_path)
+        try:
+            results, study = run_study(d, args, name, experiment_path)
+        except KeyboardInterrupt:  # a second Ctrl-C (the first ends Tune's loop), or one before the loop
+            from ray import tune
+
+            print(f"\nstudy {name!r} interrupted; " + (f"continue it with:\n  {resume_command(args, name)}"
+                  if tune.Tuner.can_restore(str(experiment_path)) else "Tune saved nothing: start it again"))
+            return EXIT_INTERRUPTED
     except (StudyError, SpaceError, ConfigError, tracking.TrackingError, betas_from.BetasError,
             FileNotFoundError) as err:
         # FileNotFoundError: the image data (core's DatasetNotFound) or the Inception weights are missing
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_REQUEST
-    print(summarize(results, d, study, experiment_path))
-    return exit_code(results)
+    stopped = interrupted_trials(experiment_path)
+    print(summarize(results, d, study, experiment_path, interrupted=stopped))
+    code = exit_code(results, d.trial_count, stopped)
+    if code == EXIT_INTERRUPTED:
+        print(f"study {name!r} interrupted with {unfinished(results, d.trial_count, stopped)} of {d.trial_count} "
+              f"trials unfinished (exit code {code}); continue it with:\n  {resume_command(args, name)}")
+    return code
 
 
 def run_study(d: StudyDesign, args: argparse.Namespace, name: str, experiment_path: Path):
@@ -480,6 +537,7 @@ def run_study(d: StudyDesign, args: argparse.Namespace, name: str, experiment_pa
 
     check_resources(ray.cluster_resources(), args.cpus_per_trial, args.gpus_per_trial)
     study = {**open_study(args, d, name, experiment_path, uri), "driver": driver.this_driver()}
+    logging.getLogger("ray.tune.tune").addFilter(OWN_RESUME_HINT)
     return build_tuner(d, study, args, experiment_path).fit(), study
 
 
@@ -488,6 +546,16 @@ def check_ended(name: str, experiment_path: Path) -> None:
     last, live = driver.wait_for_end(experiment_path)
     if live:
         raise StudyError(driver.describe_live(name, last, live))
+
+
+class OwnResumeHint(logging.Filter):
+    """Drops Tune's hint after Ctrl-C (`Tuner.restore(...)`): main prints the study's own --resume command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+OWN_RESUME_HINT = OwnResumeHint()  # one instance: a logger adds a filter once
 
 
 def check_study(args: argparse.Namespace, name: str, experiment_path: Path) -> str:

@@ -1,20 +1,23 @@
 """A study's Ray and processes: token auth keeps strangers out of a local study's Ray, --resume refuses while the
-last run's driver or workers live, and a trial whose driver is gone stops before it writes. (kill -9 of a real
-study, then its resume: tests/test_study_e2e.py.)"""
+last run's driver or workers live, a trial whose driver is gone stops before it writes, and an interrupted study
+ranks only its finished trials and exits 130. (Ctrl-C and kill -9 of a real study, then its resume:
+tests/test_study_e2e.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+from search_spaces import design, get
 from study import driver
-from study.run import connect_ray, main
+from study.run import build_parser, connect_ray, exit_code, main, resume_command, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
-
 PROBE = """
 import ray
 try:
@@ -119,3 +122,24 @@ def test_a_trial_whose_driver_is_gone_stops_before_it_writes(tmp_path):
     assert child.returncode == 1, child.stdout + child.stderr
     assert child.stdout.splitlines() == ["driver alive: wrote"]
     assert f"the study's driver (PID {gone.pid}) is gone; this trial stops without writing" in child.stderr
+
+
+def test_an_interrupted_study_ranks_only_its_finished_trials_and_exits_130(tmp_path):
+    """After Ctrl-C, Tune's results hold a finished trial, a running one and not the trials it had not created: the
+    summary ranks the first only, and exit_code and the resume command say what to do."""
+    d = design(get("learnable_prior"), "8gaussians", "smoke", seeds=(0, 1))  # 4 trials
+    finished = SimpleNamespace(error=None, metrics={"kl": 2.0, "iteration": 60, "done": True},
+                               config={"variant": "standard", "seed": 0}, path="/r/train_trial_a_00000")
+    running = SimpleNamespace(error=None, metrics={"kl": 9.0, "iteration": 20, "done": False},
+                              config={"variant": "learnable", "seed": 0}, path="/r/train_trial_a_00001")
+    results, interrupted = [finished, running], {"train_trial_a_00001"}  # the folder of a trial left RUNNING
+    assert exit_code(results, d.trial_count, interrupted) == 130 and exit_code([finished], d.trial_count) == 130
+    assert exit_code([finished] * 4, d.trial_count) == 0
+    text = summarize(results, d, {"name": "s", "tracking_uri": "sqlite:///x.db"}, tmp_path, interrupted=interrupted)
+    assert "trials finished: 1, failed: 0, interrupted: 1, not started: 2;" in text
+    assert "n=1)  variant=standard" in text and "variant=learnable" not in text and "kl 9" not in text
+    assert "  train_trial_a_00001: at iteration 20" in text
+    args = build_parser().parse_args(["--space", "learnable_prior", "--storage", "results", "--gpus-per-trial", "0.5"])
+    assert shlex.split(resume_command(args, "s")) == ["python", "-m", "study.run", "--resume", "--name", "s",
+                                                      "--storage", str(Path("results").resolve()),
+                                                      "--gpus-per-trial", "0.5"]

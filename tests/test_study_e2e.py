@@ -1,11 +1,12 @@
 """End-to-end studies on smoke budgets: real Ray, real MLflow (sqlite file and a server on 127.0.0.1), a diverging
-trial, Optuna + ASHA, an image study on digits with GPU fractions, a driver killed mid-study and resumed, and
-`ray job submit` to a local `ray start --head`."""
+trial, Optuna + ASHA, an image study on digits with GPU fractions, a study stopped with Ctrl-C, resumed, killed and
+resumed again, and `ray job submit` to a local `ray start --head` (all with Ray's token auth, tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from ray.tune import ExperimentAnalysis
 from core.config import TrainConfig
 from search_spaces import design
 from search_spaces.space import SearchSpace
+from study.driver import DRIVER_FILE
 from study.run import build_parser, main, run_study
 from study.trainable import FINAL_FILE
 
@@ -327,34 +329,61 @@ def tune_snapshot(experiment: Path) -> tuple[set[str], set[str]]:
     return done, checkpointed
 
 
-def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
-    """Kill the driver (and its local Ray) after one trial finished and another has checkpoints; --resume keeps
-    the finished trial as it was, continues the other from its checkpoint and runs the rest."""
+def wait_for_snapshot(experiment: Path, driver: subprocess.Popen, log: Path, ready) -> tuple[set[str], set[str]]:
+    """Tune's snapshot (finished, checkpointed) once ready(finished, checkpointed) holds."""
+    deadline = time.time() + 180
+    while time.time() < deadline and driver.poll() is None:
+        done, checkpointed = tune_snapshot(experiment)
+        if ready(done, checkpointed):
+            return done, checkpointed
+        time.sleep(0.2)
+    pytest.fail(f"Tune's snapshot never got ready:\n{log.read_text()[-3000:]}")
+
+
+def test_interrupted_then_killed_study_resumes_each_trial_once(tmp_path):
+    """Ctrl-C once a trial finished and another has checkpoints: exit 130, the running trial counted as interrupted
+    (not ranked) and the study's own resume command. That command, killed with -9 (driver and its local Ray) once
+    one more trial finished; --resume again: every trial has one MLflow run, finished, its history whole (nothing
+    lost, nothing logged twice); trials finished before a stop kept as they were, the others resumed from their
+    checkpoints."""
     env = child_env(tmp_path)
     args = ["--space", "ablation_regularizers", "--budget", "smoke", "--set", "responsibility_weight=0",
             "--set", "iterations=200", "--seeds", "2", "--max-concurrent", "1"]
     experiment = tmp_path / "ray_results" / "ablation_regularizers-8gaussians-smoke"
-    driver = start([sys.executable, "-m", "study.run", *args], tmp_path, env, tmp_path / "first.log")
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and driver.poll() is None:
-            done, checkpointed = tune_snapshot(experiment)
-            if done and checkpointed:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("Tune's snapshot never held a finished and a checkpointed trial:\n"
-                        + (tmp_path / "first.log").read_text()[-3000:])
-    finally:
-        stop(driver)
     uri = f"sqlite:///{tmp_path}/mlruns.db"
+    first = start([sys.executable, "-m", "study.run", *args], tmp_path, env, tmp_path / "first.log")
+    try:
+        _, checkpointed = wait_for_snapshot(experiment, first, tmp_path / "first.log", lambda d, c: d and c)
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in a terminal: the driver and its Ray's processes
+        code = first.wait(timeout=120)
+    finally:
+        stop(first)
+    out = (tmp_path / "first.log").read_text()
+    assert code == 130, out[-3000:]
+    assert ", interrupted: " in out and "Tuner.restore(" not in out, out[-3000:]
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"study '{experiment.name}' interrupted with "))
+    resume = shlex.split(lines[at + 1])
+    assert resume == ["python", "-m", "study.run", "--resume", "--name", experiment.name,
+                      "--storage", str(tmp_path / "ray_results")], lines[at:]
+    before = {r.data.tags["trial_id"]: r for r in runs_of(uri, experiment.name)}
+    done_first = {t for t, r in before.items() if r.info.status == "FINISHED"}
+    assert done_first and len(done_first) < 4
+
+    second = start([sys.executable, *resume[1:]], tmp_path, env, tmp_path / "second.log")
+    try:
+        wait_for_snapshot(experiment, second, tmp_path / "second.log", lambda d, c: len(d) > len(done_first) and c)
+    finally:
+        stop(second)
+    record = json.loads((experiment / DRIVER_FILE).read_text())  # what the next --resume waits for
+    assert record["driver"]["pid"] == second.pid and record["workers"], record
     before = {r.data.tags["trial_id"]: r for r in runs_of(uri, experiment.name)}
     done_before = {t for t, r in before.items() if r.info.status == "FINISHED"}
-    assert done_before and len(before) < 4
+    assert done_first < done_before and len(done_before) < 4
 
-    resumed = study_cli(["--space", "ablation_regularizers", "--budget", "smoke", "--resume"], tmp_path, env)
+    resumed = study_cli(["--resume", "--name", experiment.name], tmp_path, env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "trials finished: 4, failed: 0" in resumed.stdout
+    assert "trials finished: 4, failed: 0;" in resumed.stdout
 
     after = {r.data.tags["trial_id"]: r for r in runs_of(uri, experiment.name)}
     assert len(after) == 4 and all(r.info.status == "FINISHED" for r in after.values())
@@ -364,9 +393,9 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
         assert steps == list(range(20, 201, 20)), (trial_id, steps)  # nothing lost, nothing logged twice
         if trial_id in done_before:
             assert run.info.end_time == before[trial_id].info.end_time
-            assert "resumed_from_iteration" not in run.data.tags
-    interrupted = checkpointed - done_before  # less any that finished in the instant before the kill
+    interrupted = checkpointed - done_first  # less any that finished in the instant before the Ctrl-C
     assert interrupted and all(int(after[t].data.tags["resumed_from_iteration"]) >= 20 for t in interrupted)
+    assert all("resumed_from_iteration" not in after[t].data.tags for t in done_first)
 
 
 def test_ray_job_submit_and_address_to_a_local_head(tmp_path):
