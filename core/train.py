@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.checkpoint import save_checkpoint
 from core.config import TrainConfig
 from core.errors import TrainingDiverged
 from core.game import Game
@@ -166,30 +167,32 @@ def train(
 
     if unit == 0 and 0 in metric_units and 0 not in scores:  # the untrained model is a scored checkpoint
         report_and_checkpoint(done=False)
-    while unit < total:
-        if config.converts_to_mog and unit == config.mog_switch_at and not game.is_mog_switched:
-            game.switch_to_mog()
-        if config.game_starts and unit == config.warmup and not game.in_game:
-            game.start_game()
-        game.set_learning_rates(unit)
-        for x in task.batches(unit):
-            monitor.add(step, game.game_step(x) if game.in_game else game.warmup_step(x))
-            step += 1
-            if step % LOG_EVERY == 0:
-                latest.update(monitor.flush())
-                _show(bar, latest)
-        unit += 1
+    try:
+        while unit < total:
+            if config.converts_to_mog and unit == config.mog_switch_at and not game.is_mog_switched:
+                game.switch_to_mog()
+            if config.game_starts and unit == config.warmup and not game.in_game:
+                game.start_game()
+            game.set_learning_rates(unit)
+            for x in task.batches(unit):
+                monitor.add(step, game.game_step(x) if game.in_game else game.warmup_step(x))
+                step += 1
+                if step % LOG_EVERY == 0:
+                    latest.update(monitor.flush())
+                    _show(bar, latest)
+            unit += 1
+            if bar is not None:
+                bar.update(1)
+            report_and_checkpoint(done=unit == total)
+    finally:  # also on Ctrl-C or divergence: the caller's message then starts on a line of its own
         if bar is not None:
-            bar.update(1)
-        report_and_checkpoint(done=unit == total)
-    if bar is not None:
-        bar.close()
+            bar.close()
 
     final = report if report is not None and report["done"] else evaluate(done=True)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save(state(), out / "checkpoint.pt")
+        save_checkpoint(state(), out / "checkpoint.pt")
         task.write_artifacts(game, out, {**final, "config": config.to_dict()})
     return final
 

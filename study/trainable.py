@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from core.checkpoint import load_checkpoint
 from search_spaces.space import resolve_trial, searched_params, variant_tags
 from study.driver import exit_if_orphaned
 from study.tracking import TrialRun
@@ -80,7 +81,7 @@ def _restore() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         return None, None
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
-        state = torch.load(folder / STATE_FILE, weights_only=False) if (folder / STATE_FILE).is_file() else None
+        state = load_checkpoint(folder / STATE_FILE) if (folder / STATE_FILE).is_file() else None
         final = json.loads((folder / FINAL_FILE).read_text()) if (folder / FINAL_FILE).is_file() else None
     return state, final
 
