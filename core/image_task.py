@@ -33,7 +33,6 @@ from core.metrics.images import (
     FeatureExtractor,
     InceptionFeatures,
     assignment_entropy,
-    check_inception_weights,
     feature_statistics,
     frechet_distance,
     generation_scores,
@@ -79,8 +78,8 @@ class ImageTask:
     fresh_regularizer_samples = False  # R reuses the KL's M samples (the paper's image code)
 
     def __init__(self, config: TrainConfig, device: torch.device, splits: ImageSplits | None = None):
-        if config.inception_weights is not None:
-            check_inception_weights(config.inception_weights)  # fail now, not after training
+        # loaded now, so that a missing or wrong weights file fails before training, not after it
+        self._inception = load_inception(config.inception_weights) if config.inception_weights is not None else None
         if splits is None:
             splits = load_splits(config)
         if device.type == "cuda":
@@ -238,8 +237,8 @@ class ImageTask:
 
     def _build_feature_extractor(self) -> tuple[FeatureExtractor, dict[str, float]]:
         c = self.config
-        if c.inception_weights is not None:
-            model = load_inception(c.inception_weights).to(self.device)
+        if self._inception is not None:
+            model = self._inception.to(self.device)
             batch = self._metric_batch(INCEPTION_BATCH)
             return InceptionFeatures(model, batch_size=batch, train_mode=c.protocol == "paper"), {}
         with torch.enable_grad():

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from core.checkpoint import CheckpointError, read_plain_data
+from core.config import ConfigError
 from core.losses import responsibility_regularizer
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -191,23 +193,53 @@ class InceptionPool3(nn.Module):
 
 
 def check_inception_weights(weights_path: str | os.PathLike) -> None:
-    """Raise FileNotFoundError, saying where to get the file, unless `weights_path` is a file."""
+    """Raise unless `weights_path` holds pytorch-fid's FID Inception weights: FileNotFoundError saying where to get
+    the file when it is missing, ConfigError naming what is wrong when it holds something else. Reads the whole
+    file, so that a wrong one fails before any training rather than after it."""
+    load_inception(weights_path)
+
+
+def load_inception(weights_path: str | os.PathLike) -> InceptionPool3:
+    """The FID Inception pool3 network with pytorch-fid's weights, read from a local file only (eval mode, frozen);
+    the errors of `check_inception_weights`. The file is read as plain data (no code in it runs)."""
     if not os.path.isfile(weights_path):
         raise FileNotFoundError(
             f"FID Inception weights not found at {os.fspath(weights_path)!r}: download {INCEPTION_WEIGHTS_FILE} "
             f"from {INCEPTION_WEIGHTS_URL} and put it there (or pass its path); without it, the Fréchet distance "
             f"is computed on a trained classifier's features and reported as fd_classifier"
         )
-
-
-def load_inception(weights_path: str | os.PathLike) -> InceptionPool3:
-    """The FID Inception pool3 network with pytorch-fid's weights, read from a local file only (eval mode, frozen)."""
-    check_inception_weights(weights_path)
+    what = "pytorch-fid's FID Inception weights"
+    get_it = f"download {INCEPTION_WEIGHTS_FILE} from {INCEPTION_WEIGHTS_URL}"
+    try:
+        state = read_plain_data(weights_path, what)
+    except CheckpointError as err:
+        raise ConfigError(f"inception_weights: {err}; {get_it}") from None
     inception = fid_inception_v3()
-    inception.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    problem = _state_dict_mismatch(state, inception.state_dict())
+    if problem:
+        raise ConfigError(f"inception_weights: {os.fspath(weights_path)} is not {what}: {problem}; {get_it}")
+    inception.load_state_dict(state)
     model = InceptionPool3(inception).eval()
     model.requires_grad_(False)
     return model
+
+
+def _state_dict_mismatch(state, expected: dict[str, torch.Tensor]) -> str | None:
+    """What keeps `state` from loading strictly into a network whose state dict is `expected` (None: nothing)."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a state dict"
+    missing = [key for key in expected if key not in state]
+    unknown = [key for key in state if key not in expected]
+    misfits = [f"{key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+               if isinstance(value, torch.Tensor) else f"{key!r} is a {type(value).__name__}, not a tensor"
+               for key, value in state.items()
+               if key in expected and not (isinstance(value, torch.Tensor) and value.shape == expected[key].shape)]
+    parts = misfits[:1]
+    if unknown:
+        parts.insert(0, f"it has {len(unknown)} key(s) the network lacks (e.g. {unknown[0]!r})")
+    if missing:
+        parts.insert(0, f"it lacks {len(missing)} of the network's {len(expected)} tensors (e.g. {missing[0]!r})")
+    return ", ".join(parts) or None
 
 
 class InceptionFeatures:
