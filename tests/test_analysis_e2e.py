@@ -25,7 +25,7 @@ def test_study_to_report_and_notebook(tmp_path, monkeypatch):
         [sys.executable, "-m", "study.run", "--space", "ablation_regularizers", "--budget", "smoke",
          "--set", "responsibility_weight=0", "--seeds", "1", "--name", STUDY, "--tracking-uri", uri,
          "--storage", str(tmp_path / "ray_results")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
     assert "trials finished: 2, failed: 0" in study.stdout
 
