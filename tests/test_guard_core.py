@@ -204,11 +204,12 @@ def test_a_file_that_is_not_the_inception_weights_fails_before_any_training(tmp_
 def test_ctrl_c_exits_130_with_the_resume_command_and_that_resume_finishes(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen([sys.executable, "-m", "core", "--budget", "smoke", "--warmup", "60", "--eval-every", "10",
+    run = subprocess.Popen([sys.executable, "-m", "core", "--budget", "smoke", "--iterations", "300", "--warmup", "300",
+                            "--eval-every", "50",
                             "--threads", "1", "--out", str(out)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").exists():  # the first one comes at iteration 10 of 60
+    while not (out / "checkpoint.pt").exists():  # the first one comes at iteration 50 of 300
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
         time.sleep(0.02)
     os.killpg(run.pid, signal.SIGINT)  # as Ctrl-C in a terminal: to the whole process group
@@ -221,4 +222,4 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_that_resume_finishes(tmp_p
     resumed = subprocess.run([sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, env=env,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((out / "metrics.json").read_text())["iteration"] == 60
+    assert json.loads((out / "metrics.json").read_text())["iteration"] == 300
