@@ -20,7 +20,6 @@ import dataclasses
 import json
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core.config import BUDGETS, DATASETS, ConfigError, TrainConfig, budget_defaults, resolve_config
 from core.errors import TrainingDiverged
+from core.paths import unwritable
 
 DEFAULT_DATASET, DEFAULT_BUDGET = "8gaussians", "quick"
 RESUME_MAY_CHANGE = ("device", "data_dir", "download")  # where a run runs and where its data lies, not what it is
@@ -194,15 +194,10 @@ def _flag_value(value: Any) -> str:
 
 def _check_out(out: Path) -> None:
     """Refuse an --out that cannot hold the run, before training: a file on the way, or a place where nothing can be
-    written. Creates nothing: the write test is a temporary file in the nearest existing folder, removed at once."""
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise UsageError(f"--out {out}: {existing} is a file, not a folder")
-    try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".priorstudy-write-test-"):
-            pass
-    except OSError as err:
-        raise UsageError(f"--out {out}: cannot write in {existing} ({err.strerror})") from None
+    written."""
+    problem = unwritable(out)
+    if problem:
+        raise UsageError(f"--out {out}: {problem}")
 
 
 class _Saver:

@@ -33,6 +33,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
 from core.metrics.modes import LEARNED_NEAR_MODE, learned
+from core.paths import unwritable
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
 from study import betas_from, driver, ray_auth, tracking
 
@@ -576,7 +577,7 @@ def check_study(args: argparse.Namespace, name: str, experiment_path: Path) -> s
         if experiment_path.exists():
             raise StudyError(f"study {name!r} already exists at {experiment_path}: continue it with --resume, or "
                              "choose another --name")
-        problem = tracking.unwritable(experiment_path.parent)
+        problem = unwritable(experiment_path.parent)
         if problem:
             raise StudyError(f"--storage {args.storage}: {problem}")
         given = tracking.absolute_tracking_uri(args.tracking_uri or tracking.DEFAULT_TRACKING_URI)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import subprocess
-import tempfile
 import tomllib
 import urllib.error
 import urllib.request
@@ -27,6 +26,8 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from ray import tune
+
+from core.paths import unwritable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
@@ -97,22 +98,6 @@ def artifact_location(uri: str) -> str | None:
     """Local stores keep artifacts in `mlartifacts/` beside the database; a server decides for itself."""
     if urlparse(uri).scheme == "sqlite":
         return (Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR).as_uri()
-    return None
-
-
-def unwritable(folder: Path) -> str | None:
-    """Why nothing can be created in `folder` (or, where it does not exist yet, in the folder that would hold it), or
-    None. A real write, removed at once: as root, os.access says yes even on /sys."""
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a folder"
-    try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".priorstudy-write-check-"):
-            pass
-    except OSError as err:
-        return f"cannot write in {existing} ({err.strerror})"
     return None
 
 
