@@ -348,17 +348,18 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
     metric, mode = d.metric, d.space.mode
     rows, failures, not_learned, stopped = [], [], [], []
     for result in results:
+        trial = Path(result.path).name
         if result.error is not None:
-            failures.append(f"  {result.path.rsplit('/', 1)[-1]}: {describe_error(result.error)}")
+            failures.append(f"  {trial}: {describe_error(result.error)}")
             continue
-        if result.path.rsplit("/", 1)[-1] in interrupted:
-            stopped.append(f"  {result.path.rsplit('/', 1)[-1]}: at iteration {result.metrics.get('iteration', 0)}")
+        if trial in interrupted:
+            stopped.append(f"  {trial}: at iteration {result.metrics.get('iteration', 0)}")
             continue
         if result.metrics and metric in result.metrics:
             point = {k: v for k, v in result.config.items() if k != "seed"}
             rows.append((point, result.config.get("seed"), result.metrics[metric]))
             if "near_mode" in result.metrics and not learned(result.metrics):
-                not_learned.append(f"  {result.path.rsplit('/', 1)[-1]}: {result.metrics['modes_covered']:.0f} "
+                not_learned.append(f"  {trial}: {result.metrics['modes_covered']:.0f} "
                                    f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode")
     groups: dict[str, list[float]] = {}
     for point, _, value in rows:
