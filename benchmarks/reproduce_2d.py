@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from: {', '.join(CONFIGS)}")
     parser.add_argument("--dataset", default="8gaussians")
     parser.add_argument("--budget", default="quick")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", help="as the study's --seeds: 3 (0,1,2), 0,3,7 or 0-9")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reproduce_2d")
@@ -103,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown configuration(s) {unknown} (expected: {', '.join(CONFIGS)})", file=sys.stderr)
         return 2
-    seeds = [int(s) for s in args.seeds.split(",")]
+    from study.run import StudyError, parse_seeds
+
+    try:
+        seeds = list(parse_seeds(args.seeds))
+    except StudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
