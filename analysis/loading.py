@@ -18,6 +18,7 @@ search space's axes that vary in the study; for a space this code does not know,
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,15 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"  # study.tracking's default (not imported: it would pull in Ray)
+LOCAL_TRACKING_URI = "sqlite:///mlruns.db"
+
+
+def default_tracking_uri() -> str:
+    """Where a study tracks unless told: MLflow's own MLFLOW_TRACKING_URI when set, else a sqlite file in the working
+    folder (the one default of study.run, analysis.report and the study's tracking code)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_TRACKING_URI
+
+
 STATES = ("finished", "stopped_early", "failed", "running")
 # Reported with every evaluation but not measurements of the model.
 BOOKKEEPING_METRICS = ("iteration", "step", "in_game")
@@ -109,7 +118,7 @@ class Study:
 
 def load_study(
     name: str,
-    tracking_uri: str = DEFAULT_TRACKING_URI,
+    tracking_uri: str | None = None,
     *,
     study_id: str | None = None,
     history: bool = True,
@@ -121,6 +130,7 @@ def load_study(
     """
     from mlflow.tracking import MlflowClient
 
+    tracking_uri = tracking_uri or default_tracking_uri()
     _check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_ids = _experiments_of(client, name, tracking_uri)

@@ -18,11 +18,12 @@ from typing import Any
 import pandas as pd
 
 from analysis.loading import (
-    DEFAULT_TRACKING_URI,
     IMAGE_DATASETS,
+    LOCAL_TRACKING_URI,
     Study,
     StudyNotFound,
     add_config_labels,
+    default_tracking_uri,
     download_artifact,
     level_label,
     load_study,
@@ -51,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.report",
                                 description="Ablation tables, figures and data of a study tracked in MLflow.")
     p.add_argument("--study", required=True, help="study name (= its MLflow experiment; see study.run --name)")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
-                   help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
+    p.add_argument("--tracking-uri", default=default_tracking_uri(),
+                   help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else {LOCAL_TRACKING_URI})")
     p.add_argument("--out", help="output folder (default reports/STUDY)")
     p.add_argument("--study-id", help="which run of a study name started more than once: an id, or 'all' "
                                       "(default: the latest)")

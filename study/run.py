@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="address of a running Ray cluster, e.g. 10.0.0.5:6379 or auto "
                                      "(default: start a local Ray for the study)")
     p.add_argument("--tracking-uri",
-                   help=f"MLflow tracking URI (default {tracking.DEFAULT_TRACKING_URI}; any MLflow server URI works; "
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else "
+                        f"{tracking.LOCAL_TRACKING_URI}; any MLflow server URI works; "
                         "credentials in it are used, never saved: --resume takes them from MLFLOW_TRACKING_USERNAME "
                         "and MLFLOW_TRACKING_PASSWORD); --resume uses the study's own")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Ray results folder (default ./{DEFAULT_STORAGE})")
@@ -456,7 +457,7 @@ def load_record(args: argparse.Namespace) -> dict[str, Any]:
 def study_tracking_uri(args: argparse.Namespace) -> str:
     """--tracking-uri as the study records it: absolute, without credentials (tracking.adopt_credentials)."""
     return tracking.adopt_credentials(tracking.absolute_tracking_uri(args.tracking_uri or
-                                                                     tracking.DEFAULT_TRACKING_URI))
+                                                                     tracking.default_tracking_uri()))
 
 
 def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
@@ -581,7 +582,7 @@ def check_study(args: argparse.Namespace, name: str, experiment_path: Path) -> s
         problem = unwritable(experiment_path.parent)
         if problem:
             raise StudyError(f"--storage {args.storage}: {problem}")
-        given = tracking.absolute_tracking_uri(args.tracking_uri or tracking.DEFAULT_TRACKING_URI)
+        given = tracking.absolute_tracking_uri(args.tracking_uri or tracking.default_tracking_uri())
         tracking.check_tracking_uri(given)
         uri = study_tracking_uri(args)
         if uri != given:

@@ -27,10 +27,10 @@ from urllib.parse import urlparse, urlunparse
 
 from ray import tune
 
+from analysis.loading import LOCAL_TRACKING_URI, default_tracking_uri  # noqa: F401 (the study's default)
 from core.paths import unwritable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 ARTIFACTS_DIR = "mlartifacts"
 ARTIFACTS = ("figure.png", "metrics.json", "samples.npy", "samples.png", "reconstructions.png")
 MAX_TAG_CHARS = 4_000

@@ -221,3 +221,24 @@ def test_summary_names_the_finished_trials_that_did_not_learn_8gaussians(tmp_pat
     assert "trials finished: 2, failed: 0" in text
     assert "did not learn the data (1 of 2" in text and "trial_1: 8 modes covered, 45% of samples near" in text
     assert "trial_0:" not in text
+
+
+def test_mlflows_own_tracking_variable_is_the_default_of_the_study_and_its_report(tmp_path, monkeypatch):
+    """MLFLOW_TRACKING_URI, as MLflow users set it, is where study.run, analysis.report and load_study look unless
+    --tracking-uri says otherwise; without it, ./mlruns.db."""
+    from analysis.loading import StudyNotFound, load_study
+    from analysis.report import build_parser as report_parser
+    from study.run import build_parser, study_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    assert study_tracking_uri(build_parser().parse_args([])) == elsewhere
+    assert study_tracking_uri(build_parser().parse_args(["--tracking-uri", "sqlite:///given.db"])) == (
+        f"sqlite:///{tmp_path}/given.db")
+    assert report_parser().parse_args(["--study", "s"]).tracking_uri == elsewhere
+    with pytest.raises(StudyNotFound, match=r"elsewhere\.db"):
+        load_study("s")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert study_tracking_uri(build_parser().parse_args([])) == f"sqlite:///{tmp_path}/mlruns.db"
+    assert report_parser().parse_args(["--study", "s"]).tracking_uri == "sqlite:///mlruns.db"

@@ -64,10 +64,11 @@ def _gnelbo(config, game, seed: int, grid: int, batches: int, mc_samples: int) -
 
 
 def test_quick_and_paper_gnelbo_agree_on_a_trained_model():
-    """The quick budget's gnelbo (grid 256, 20 batches of 128, M = 20) estimates the paper's (grid 1024, 100 batches,
-    M = 100) of the same model. Measured on this model (8gaussians VAE, 300 iterations, 1 thread): quick at eval
-    seeds 0–7 gave ×1e7 7.064–7.116, mean 7.086, relative std 0.22 %; the paper's evaluation at seeds 0 and 1 gave
-    7.083 and 7.066. Tolerance: 1 % per quick value (~3.5 std of quick − paper). Before the rescale quick read 109.9.
+    """The shorter budgets' coarse gnelbo (grid 256, 20 batches of 128; here at demo's M = 20, the coarsest)
+    estimates the paper's (grid 1024, 100 batches, M = 100) of the same model. Measured on this model (8gaussians
+    VAE, 300 iterations, 1 thread): the coarse evaluation at eval seeds 0–7 gave ×1e7 7.064–7.116, mean 7.086,
+    relative std 0.22 %; the paper's evaluation at seeds 0 and 1 gave 7.083 and 7.066. Tolerance: 1 % per coarse
+    value (~3.5 std of coarse − paper). Before the rescale the coarse evaluation read 109.9.
     (The paper's 1024² grid, 1M points through both MLPs, takes about a minute on one loaded core.)"""
     config = resolve_config("8gaussians", "smoke", model="vae", prior="standard", iterations=300, eval_every=300)
     states = []
