@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 LOCAL_TRACKING_URI = "sqlite:///mlruns.db"
+STUDY_ROLE_TAG = "priorstudy.role"  # "study" on a study's parent run; its trials' runs nest under it
 
 
 def default_tracking_uri() -> str:
@@ -74,6 +75,7 @@ class Study:
     runs: pd.DataFrame
     history: pd.DataFrame
     other_study_ids: list[str] = field(default_factory=list)
+    parent_run_id: str | None = None  # the study's own run (none for studies tracked before parent runs)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -137,6 +139,8 @@ def load_study(
     raw = _search_all_runs(client, experiment_ids, name)
     chosen, others = _choose_study_id(raw, study_id, name)
     raw = [r for r in raw if chosen == "all" or r.data.tags.get("study_id", "") == chosen]
+    parents = [r.info.run_id for r in raw if r.data.tags.get(STUDY_ROLE_TAG) == "study"]
+    raw = [r for r in raw if r.data.tags.get(STUDY_ROLE_TAG) != "study"]
 
     tags = _common_tags(raw)
     space = _space(tags.get("space"))
@@ -154,7 +158,8 @@ def load_study(
                  study_id=chosen or None, space=tags.get("space"), dataset=dataset,
                  budget=tags.get("budget") or _single(runs, "budget"), metric=metric, mode=mode, searched=searched,
                  factors=factors, levels=levels, params=params, metrics=_ordered_metrics(metric_columns),
-                 runs=runs, history=hist, other_study_ids=others)
+                 runs=runs, history=hist, other_study_ids=others,
+                 parent_run_id=parents[0] if len(parents) == 1 else None)
 
 
 def download_artifact(study: Study, run_id: str, path: str, dest: str | Path) -> Path | None:

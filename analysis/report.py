@@ -311,11 +311,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    logged = log_to_study_run(study, out)
     counts = study.counts()
     print(f"study {study.name}: {counts['total']} trials (finished {counts['finished']}, failed {counts['failed']}, "
           f"stopped early {counts['stopped_early']}, running {counts['running']})")
-    print(f"report: {index}")
+    print(f"report: {index}" + (f" (also in MLflow: run {logged}'s artifacts, report/)" if logged else ""))
     return 0
+
+
+def log_to_study_run(study: Study, out: Path) -> str | None:
+    """The report's files become artifacts (report/) of the study's parent run, beside its trials; returns the run
+    id, or None for a study without one. An MLflow failure here keeps the files on disk and says so."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    if study.parent_run_id is None:
+        return None
+    try:
+        MlflowClient(tracking_uri=study.tracking_uri).log_artifacts(study.parent_run_id, str(out), "report")
+    except (MlflowException, OSError) as err:
+        print(f"warning: the report stays in {out}; it could not be logged to MLflow: {err}", file=sys.stderr)
+        return None
+    return study.parent_run_id
 
 
 if __name__ == "__main__":

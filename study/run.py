@@ -330,6 +330,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
             search_alg=search_alg, scheduler=scheduler,
             num_samples=d.samples if d.searched else len(presets or [None]), max_concurrent_trials=args.max_concurrent,
             reuse_actors=True,  # a finished trial's process runs the next one: no new process, no re-imports
+            trial_name_creator=trial_label, trial_dirname_creator=trial_folder,
         ),
         run_config=tune.RunConfig(
             name=experiment_path.name,
@@ -342,30 +343,30 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
     )
 
 
+def trial_label(trial) -> str:
+    """A trial's name (Tune's table, the MLflow run name): its configuration, e.g. 'clip=adaptive λ=10 s=1'."""
+    config = trial.config
+    parts = [f"{SHORT_NAMES.get(k, k)}={v:.3g}" if isinstance(v, float) else f"{SHORT_NAMES.get(k, k)}={v}"
+             for k, v in config.items() if k != "seed"]
+    return " ".join([*parts, f"s={config.get('seed', '?')}"])
+
+
+SHORT_NAMES = {"responsibility_weight": "λ"}
+
+
+def trial_folder(trial) -> str:
+    """Tune's default folder name, kept when trials are named by configuration (train_trial_ID_N_TAG_DATE)."""
+    from ray.tune.utils import date_str
+
+    return f"{trial.trainable_name}_{trial.trial_id}_{trial.experiment_tag}"[:130] + f"_{date_str()}"
+
+
 def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 10,
               interrupted: Collection[str] = ()) -> str:
     """Best configurations (mean over seeds for grids), failures, the trials a Ctrl-C left unfinished (the folder
     names in `interrupted`, unranked), and where to look next."""
     metric, mode = d.metric, d.space.mode
-    rows, failures, not_learned, stopped = [], [], [], []
-    for result in results:
-        trial = Path(result.path).name
-        if result.error is not None:
-            failures.append(f"  {trial}: {describe_error(result.error)}")
-            continue
-        if trial in interrupted:
-            stopped.append(f"  {trial}: at iteration {result.metrics.get('iteration', 0)}")
-            continue
-        if result.metrics and metric in result.metrics:
-            point = {k: v for k, v in result.config.items() if k != "seed"}
-            rows.append((point, result.config.get("seed"), result.metrics[metric]))
-            if "near_mode" in result.metrics and not learned(result.metrics):
-                not_learned.append(f"  {trial}: {result.metrics['modes_covered']:.0f} "
-                                   f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode")
-    groups: dict[str, list[float]] = {}
-    for point, _, value in rows:
-        groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
-    ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), reverse=(mode == "max"))
+    rows, failures, stopped, not_learned, ranked = tally(results, d, interrupted)
     lines = [f"\nstudy {study['name']}: trials finished: {len(rows)}, failed: {len(failures)}"
              + (f", interrupted: {len(stopped)}" if stopped else "")
              + (f", not started: {d.trial_count - len(results)}" if d.trial_count > len(results) else "") + "; "
@@ -394,6 +395,51 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
     elif code == EXIT_SOME_TRIALS_FAILED:
         lines.append(f"{len(failures)} of {len(results)} trials failed (exit code {code})")
     return "\n".join(lines)
+
+
+def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
+    """(finished rows, failure lines, interrupted lines, not-learned lines, configurations ranked by their mean
+    metric over seeds) of a study's results."""
+    metric, mode = d.metric, d.space.mode
+    rows, failures, not_learned, stopped = [], [], [], []
+    for result in results:
+        trial = Path(result.path).name
+        if result.error is not None:
+            failures.append(f"  {trial}: {describe_error(result.error)}")
+            continue
+        if trial in interrupted:
+            stopped.append(f"  {trial}: at iteration {result.metrics.get('iteration', 0)}")
+            continue
+        if result.metrics and metric in result.metrics:
+            point = {k: v for k, v in result.config.items() if k != "seed"}
+            rows.append((point, result.config.get("seed"), result.metrics[metric]))
+            if "near_mode" in result.metrics and not learned(result.metrics):
+                not_learned.append(f"  {trial}: {result.metrics['modes_covered']:.0f} "
+                                   f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode")
+    groups: dict[str, list[float]] = {}
+    for point, _, value in rows:
+        groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
+    ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), reverse=(mode == "max"))
+    return rows, failures, stopped, not_learned, ranked
+
+
+def close_study_run(results, d: StudyDesign, study: dict[str, Any], stopped: Collection[str],
+                    interrupted: bool) -> None:
+    """The parent run's trial counts and best configuration (mean metric over its seeds); MLflow trouble here
+    costs no result (the trials' runs are already closed)."""
+    from mlflow.exceptions import MlflowException
+
+    rows, failures, stopped_lines, not_learned, ranked = tally(results, d, stopped)
+    counts = {"finished": len(rows), "failed": len(failures), "interrupted": len(stopped_lines),
+              "not_learned": len(not_learned)}
+    best = None
+    if ranked:
+        key, values = ranked[0]
+        best = {**json.loads(key), d.metric: f"{sum(values) / len(values):.4g}", "n": len(values)}
+    try:
+        tracking.close_study_run(study, counts, best, interrupted)
+    except MlflowException as err:
+        print(f"warning: could not close the study's MLflow run: {err.message}")
 
 
 def describe_error(error: BaseException) -> str:
@@ -522,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopped = interrupted_trials(experiment_path)
     print(summarize(results, d, study, experiment_path, interrupted=stopped))
     code = exit_code(results, d.trial_count, stopped)
+    close_study_run(results, d, study, stopped, interrupted=code == EXIT_INTERRUPTED)
     if code == EXIT_INTERRUPTED:
         print(f"study {name!r} interrupted with {unfinished(results, d.trial_count, stopped)} of {d.trial_count} "
               f"trials unfinished (exit code {code}); continue it with:\n  {resume_command(args, name)}")
@@ -596,6 +643,20 @@ def check_study(args: argparse.Namespace, name: str, experiment_path: Path) -> s
     return uri
 
 
+def describe_study(d: StudyDesign, name: str) -> str:
+    """The parent run's note (MLflow shows it as the run's description): what the study compares, and how."""
+    factors = ([f"variant ({', '.join(d.space.variants)})"] if d.space.variants else []) + [
+        f"{k} ({', '.join(map(str, v))})" for k, v in d.grid.items()]
+    if d.searched:
+        searched = ", ".join(d.search) if isinstance(d.search, dict) else "define-by-run"
+        factors.append(f"searched by Optuna: {searched}")
+    factors = "; ".join(factors) or "none"
+    return (f"Study **{name}**: space `{d.space.name}` on {d.dataset} at budget `{d.budget}`, {d.trial_count} "
+            f"trials, seeds {', '.join(map(str, d.seeds))}. Factors: {factors}. Metric: {d.metric} "
+            f"({d.space.mode}). The trials are nested below; `python -m analysis.report --study {name}` adds its "
+            "tables and figures to this run's artifacts (report/).")
+
+
 def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_path: Path,
                uri: str) -> dict[str, Any]:
     """Create the study's MLflow experiment, folder and record (on --resume: reload the record, reopen the
@@ -604,15 +665,19 @@ def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_p
     if args.resume:
         study = json.loads(record.read_text())["study"]
         study["experiment_id"] = tracking.ensure_experiment(uri, name)
+        tracking.reopen_study_run(study)
         return study
     study = {**d.study_config(), "name": name, "metric": d.metric, "study_id": uuid.uuid4().hex[:12],
              "tracking_uri": uri,
              "tags": {"space": d.space.name, "study": name, "dataset": d.dataset, "budget": d.budget,
                       **tracking.project_tags()}}
     study["experiment_id"] = tracking.ensure_experiment(uri, name)
+    request = {"space": d.space.name, "dataset": d.dataset, "budget": d.budget, "seeds": list(d.seeds),
+               "samples": d.samples, "overrides": user_overrides(args)}
+    study["parent_run_id"] = tracking.open_study_run(study, {**request, "trials": d.trial_count},
+                                                     describe_study(d, name))
     experiment_path.mkdir(parents=True)
-    saved = {"space": d.space.name, "dataset": d.dataset, "budget": d.budget, "seeds": list(d.seeds),
-             "samples": d.samples, "overrides": user_overrides(args), "study": study}
+    saved = {**request, "study": study}
     record.write_text(json.dumps(saved, indent=2))
     return study
 

@@ -27,7 +27,7 @@ from urllib.parse import urlparse, urlunparse
 
 from ray import tune
 
-from analysis.loading import LOCAL_TRACKING_URI, default_tracking_uri  # noqa: F401 (the study's default)
+from analysis.loading import LOCAL_TRACKING_URI, STUDY_ROLE_TAG, default_tracking_uri  # noqa: F401 (one home)
 from core.paths import unwritable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -200,9 +200,54 @@ def ensure_experiment(uri: str, name: str) -> str:
         raise TrackingError(f"MLflow store {redact(uri)}: {err.message}") from None
 
 
+def _parent_tag(study: Mapping[str, Any]) -> dict[str, str]:
+    return {"mlflow.parentRunId": study["parent_run_id"]} if study.get("parent_run_id") else {}
+
+
+def open_study_run(study: Mapping[str, Any], params: Mapping[str, Any], description: str) -> str:
+    """Create the study's parent run on the driver (its trials' runs nest under it in MLflow's UI): the study's tags,
+    its request as params, and `description` (what the study compares) as the run's note; returns its id."""
+    from mlflow.entities import Param
+
+    client = _client(study["tracking_uri"])
+    tags = {**study["tags"], "study_id": study["study_id"], STUDY_ROLE_TAG: "study",
+            "mlflow.note.content": description}
+    run = client.create_run(study["experiment_id"], run_name=f"study {study['name']}", tags=tags)
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params_of(params).items()])
+    return run.info.run_id
+
+
+def reopen_study_run(study: Mapping[str, Any]) -> None:
+    """--resume: the parent run is RUNNING again while the study runs."""
+    if study.get("parent_run_id"):
+        _client(study["tracking_uri"]).update_run(study["parent_run_id"], status="RUNNING")
+
+
+def close_study_run(study: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None,
+                    interrupted: bool) -> None:
+    """End the parent run with the trial counts as metrics and the best configuration as tags (KILLED when the
+    study was interrupted: --resume reopens it)."""
+    if not study.get("parent_run_id"):
+        return
+    client, run_id = _client(study["tracking_uri"]), study["parent_run_id"]
+    for name, value in counts.items():
+        client.log_metric(run_id, f"trials_{name}", value)
+    for key, value in (best or {}).items():
+        client.set_tag(run_id, f"best.{key}", str(value)[:MAX_TAG_CHARS])
+    client.set_terminated(run_id, status="KILLED" if interrupted else "FINISHED")
+
+
+def find_study_run(uri: str, experiment_id: str, study_id: str):
+    """The parent run of a study, or None (studies tracked before parent runs existed have none)."""
+    runs = _client(uri).search_runs([experiment_id], filter_string=f"tags.study_id = '{study_id}' and "
+                                    f"tags.`{STUDY_ROLE_TAG}` = 'study'", max_results=1)
+    return runs[0] if runs else None
+
+
 def project_tags() -> dict[str, str]:
     """Commit and version of the code that launched the study (gathered on the driver: workers may lack git)."""
-    tags = {"git_commit": "unknown", "project_version": _project_version()}
+    tags = {"git_commit": "unknown", "project_version": _project_version(), "mlflow.source.name": "study.run",
+            "mlflow.source.type": "LOCAL"}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 timeout=10)
@@ -210,6 +255,7 @@ def project_tags() -> dict[str, str]:
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
                                    capture_output=True, text=True, timeout=10)
             tags["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()  # MLflow's own: the UI's Version column
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
@@ -258,8 +304,9 @@ def find_trial_run(uri: str, experiment_id: str, study_id: str, trial_id: str):
 class TrialRun:
     """The active MLflow run of the trial running in this process (fluent API, one trial per Ray actor)."""
 
-    def __init__(self, mlflow, run_id: str, logged_until: int):
+    def __init__(self, mlflow, uri: str, run_id: str, logged_until: int):
         self.mlflow = mlflow
+        self.uri = uri
         self.run_id = run_id
         self.logged_until = logged_until
 
@@ -277,13 +324,13 @@ class TrialRun:
             mlflow.set_tracking_uri(uri)
             mlflow.start_run(run_id=existing.info.run_id)
             history = _client(uri).get_metric_history(existing.info.run_id, "iteration")
-            return cls(mlflow, existing.info.run_id, max((m.step for m in history), default=-1))
-        all_tags = {**study["tags"], "study_id": study["study_id"], "trial_id": trial_id, "trial_name": trial_name,
-                    **tags}
+            return cls(mlflow, uri, existing.info.run_id, max((m.step for m in history), default=-1))
+        all_tags = {**study["tags"], **_parent_tag(study), "study_id": study["study_id"], "trial_id": trial_id,
+                    "trial_name": trial_name, **tags}
         module = setup_mlflow(tracking_uri=uri, experiment_id=study["experiment_id"], run_name=trial_name,
                               tags=all_tags)
         module.log_params(params_of(params))  # one batch; setup_mlflow(config=...) logs them one by one
-        return cls(module, module.active_run().info.run_id, -1)
+        return cls(module, uri, module.active_run().info.run_id, -1)
 
     def log_report(self, report: Mapping[str, Any]) -> None:
         step = int(report["iteration"])
@@ -303,6 +350,10 @@ class TrialRun:
                 self.mlflow.log_artifact(str(folder / name))
 
     def finish(self) -> None:
+        """End the run as FINISHED; a failure recorded by an earlier attempt of this trial (Tune's max_failures
+        retries) no longer describes it."""
+        if "failure_reason" in _client(self.uri).get_run(self.run_id).data.tags:
+            self.mlflow.delete_tag("failure_reason")
         self.mlflow.end_run(status="FINISHED")
 
     def fail(self, reason: str) -> None:
@@ -341,8 +392,8 @@ class TrialRunStatus(tune.Callback):
         uri, client = self.study["tracking_uri"], _client(self.study["tracking_uri"])
         run = find_trial_run(uri, self.study["experiment_id"], self.study["study_id"], trial.trial_id)
         if run is None:
-            tags = {**self.study["tags"], "study_id": self.study["study_id"], "trial_id": trial.trial_id,
-                    "trial_name": str(trial), **variant_tags(self.study, trial.config)}
+            tags = {**self.study["tags"], **_parent_tag(self.study), "study_id": self.study["study_id"],
+                    "trial_id": trial.trial_id, "trial_name": str(trial), **variant_tags(self.study, trial.config)}
             run = client.create_run(self.study["experiment_id"], run_name=str(trial), tags=tags)
             params = {**resolve_trial(self.study, trial.config).to_dict(), **searched_params(trial.config)}
             from mlflow.entities import Param

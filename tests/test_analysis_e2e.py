@@ -48,6 +48,7 @@ def test_study_to_report_and_notebook(tmp_path, monkeypatch):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000, name
     table = pd.read_csv(out / "ablation.csv")
     assert table["kl_mean"].tolist() == [runs.loc[runs["clip"] == c, "kl"].iloc[0] for c in ("none", "adaptive")]
+    assert_mlflow_holds_the_study(uri, runs)
 
     notebook = nbformat.read(ROOT / "notebooks" / "ablation.ipynb", as_version=4)
     for key, value in {"PRIORSTUDY_TRACKING_URI": uri, "PRIORSTUDY_STUDY": STUDY, "MPLCONFIGDIR": str(tmp_path / "mpl"),
@@ -57,3 +58,33 @@ def test_study_to_report_and_notebook(tmp_path, monkeypatch):
                    resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
     printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "factors: ['clip']" in printed and "'finished': 2" in printed
+
+
+def assert_mlflow_holds_the_study(uri: str, trials: pd.DataFrame) -> None:
+    """One parent run for the study, FINISHED with its counts, best configuration, request and description; each
+    trial's run nested under it, named by its configuration, with MLflow's source and commit tags; the report's
+    files among the parent's artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(STUDY).experiment_id
+    every = client.search_runs([experiment])
+    parents = [r for r in every if r.data.tags.get("priorstudy.role") == "study"]
+    assert len(parents) == 1 and len(every) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == f"study {STUDY}"
+    assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["trials_failed"] == 0
+    assert parent.data.tags["best.clip"] in ("none", "adaptive") and "best.kl" in parent.data.tags
+    assert parent.data.params["space"] == "ablation_regularizers" and parent.data.params["trials"] == "2"
+    assert "factors: clip (none, adaptive)" in parent.data.tags["mlflow.note.content"].lower()
+    children = [r for r in every if r is not parent]
+    assert sorted(r.info.run_id for r in children) == sorted(trials["run_id"])
+    assert sorted(r.info.run_name for r in children) == ["clip=adaptive s=0", "clip=none s=0"]
+    for run in every:
+        tags = run.data.tags
+        assert tags["mlflow.source.name"] == "study.run"
+        assert len(tags["mlflow.source.git.commit"]) == 40 and tags["git_commit"].startswith(
+            tags["mlflow.source.git.commit"])
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/README.md", "report/ablation.csv", "report/runs.parquet", "report/figures"} <= logged

@@ -242,3 +242,23 @@ def test_mlflows_own_tracking_variable_is_the_default_of_the_study_and_its_repor
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert study_tracking_uri(build_parser().parse_args([])) == f"sqlite:///{tmp_path}/mlruns.db"
     assert report_parser().parse_args(["--study", "s"]).tracking_uri == "sqlite:///mlruns.db"
+
+
+def test_a_trial_that_finishes_on_a_retry_loses_the_failure_of_its_earlier_attempt(tmp_path):
+    """Tune's max_failures retries a crashed trial in the same MLflow run: once it finishes, the run is FINISHED and
+    the failure_reason of the attempt before is gone (a tag left behind would call a good trial failed)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from study.tracking import TrialRun
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("retry")).info.run_id
+    client.set_tag(run_id, "failure_reason", "RuntimeError: worker died")
+    client.set_terminated(run_id, status="FAILED")
+    mlflow.set_tracking_uri(uri)
+    mlflow.start_run(run_id=run_id)  # as TrialRun.open reopens the trial's run
+    TrialRun(mlflow, uri, run_id, -1).finish()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags

@@ -83,8 +83,10 @@ def study_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 
 
 
 def runs_of(uri: str, experiment: str) -> list:
+    """The trials' runs (not the study's parent run)."""
     client = MlflowClient(uri)
-    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("priorstudy.role") != "study"]
 
 
 def assert_complete_run(client: MlflowClient, run, space: str, study: str) -> None:
