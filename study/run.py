@@ -311,7 +311,8 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
     search_alg = scheduler = None
     presets = d.preset_points()
     if presets is not None:  # a narrowed grid: only these points of the product grid, each with every seed
-        search_alg = BasicVariantGenerator(points_to_evaluate=presets)
+        # Tune ignores max_concurrent_trials when given a generator: the generator takes it.
+        search_alg = BasicVariantGenerator(points_to_evaluate=presets, max_concurrent=args.max_concurrent or 0)
     if d.searched:
         base = resolve_config(d.dataset, d.budget, **d.fixed)
         # Compare trials first at the first evaluation after warm-up: before it, the game has not started.

@@ -250,7 +250,8 @@ IMAGE_METRICS = ("rec_test", "fd_classifier_gen", "fd_classifier_rec", "precisio
 
 def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path, capsys):
     """The image ablation on digits at the smoke budget through the CLI, narrowed to N(0,I) (which runs at λ = 0
-    only) × 2 seeds, under the clean protocol (the space's default is paper) with every image metric also at epoch
+    only) × 2 seeds, one at a time (--max-concurrent 1, which Tune ignores for a narrowed grid unless the grid's
+    generator gets it), under the clean protocol (the space's default is paper) with every image metric also at epoch
     1, half a GPU a trial: both runs land in MLflow with the image metrics as series over epochs, the grids as
     artifacts and the resources as a tag; the report tabulates them with the λ selection named after what it
     measured."""
@@ -260,12 +261,14 @@ def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     code = main(["--space", "ablation_images", "--dataset", "digits", "--budget", "smoke", "--set", "variant=standard",
                  "--set", "metric_epochs=1", "--set", "protocol=clean", "--seeds", "2", "--gpus-per-trial", "0.5",
-                 "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri])
+                 "--max-concurrent", "1", "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri])
     out = capsys.readouterr().out
     assert code == 0 and "trials finished: 2, failed: 0" in out and "best by fd_classifier_gen" in out, out[-3000:]
     name = "ablation_images-digits-smoke"
     runs = runs_of(uri, name)
     assert len(runs) == 2
+    first, second = sorted(runs, key=lambda r: r.info.start_time)  # --max-concurrent 1 on a narrowed grid:
+    assert first.info.end_time <= second.info.start_time  # one after the other, though both fit on the cluster
     client = MlflowClient(uri)
     for run in runs:
         p, tags = run.data.params, run.data.tags
