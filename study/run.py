@@ -35,7 +35,7 @@ from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resol
 from core.metrics.modes import LEARNED_NEAR_MODE, learned
 from core.paths import unwritable
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
-from study import betas_from, driver, ray_auth, tracking
+from study import betas_from, driver, optuna_study, ray_auth, tracking
 
 STUDY_FILE = "study.json"
 DEFAULT_DATASET = "8gaussians"
@@ -320,7 +320,9 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
         scheduler = ASHAScheduler(time_attr="iteration", max_t=base.total_units,
                                   grace_period=min(grace, base.total_units), reduction_factor=2)
         search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.metric,
-                                  mode=d.space.mode, seed=d.seeds[0])
+                                  mode=d.space.mode, sampler=optuna_study.make_sampler(d.samples, d.seeds[0]),
+                                  study_name=optuna_study.study_name(study),
+                                  storage=optuna_study.make_storage(optuna_study.storage_url(study, experiment_path)))
     # Tune needs the metric only to search and to stop early, and then in every report; a grid's results are ranked
     # by `summarize` (an image study's FID comes only at metric_epochs and at the end).
     return tune.Tuner(
@@ -390,6 +392,8 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
         lines += not_learned
     lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'])}  (experiment {study['name']!r})")
     lines.append(f"Ray results: {experiment_path}")
+    if d.searched:
+        lines.append(optuna_study.describe(study, experiment_path))
     code = exit_code(results, d.trial_count, interrupted)
     if code == EXIT_NO_TRIAL_FINISHED:
         lines.append(f"no trial finished (exit code {code})")

@@ -162,13 +162,23 @@ def test_grid_study_in_sqlite_with_a_diverging_trial(local_ray, tmp_path):
 
 
 def test_optuna_asha_study_with_derived_beta_neg(local_ray, tmp_path):
-    """A searched space runs through OptunaSearch + ASHA; β_neg = m·β_kl shows in MLflow as a param."""
+    """A searched space runs through OptunaSearch + ASHA; β_neg = m·β_kl shows in MLflow as a param. The Optuna
+    study persists beside the MLflow database, where Optuna's own tools open it: each trial told its kl."""
+    import optuna
+
     from search_spaces import get
+    from study import optuna_study
 
     results, study = in_process_study(get("betas"), tmp_path, samples=3)
     assert len(results) == 3 and not results.errors
     runs = runs_of(study["tracking_uri"], "betas")
     assert len(runs) == 3
+    stored = optuna.load_study(study_name=f"betas-{study['study_id']}", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state for t in stored.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert sorted(t.value for t in stored.trials) == pytest.approx(sorted(r.data.metrics["kl"] for r in runs))
+    assert sorted(t.params["beta_kl"] for t in stored.trials) == pytest.approx(
+        sorted(float(r.data.params["beta_kl"]) for r in runs))
+    assert optuna_study.startup_trials(3) == 2 and optuna_study.startup_trials(24) == 6
     for run in runs:
         p = run.data.params
         assert float(p["beta_neg"]) == pytest.approx(round(int(p["beta_neg_multiple"]) * float(p["beta_kl"]), 3))
