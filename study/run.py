@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import shlex
 import socket
@@ -369,8 +370,9 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
     """Best configurations (mean over seeds for grids), failures, the trials a Ctrl-C left unfinished (the folder
     names in `interrupted`, unranked), and where to look next."""
     metric, mode = d.metric, d.space.mode
-    rows, failures, stopped, not_learned, ranked = tally(results, d, interrupted)
+    rows, failures, stopped, not_learned, ranked, early = tally(results, d, interrupted)
     lines = [f"\nstudy {study['name']}: trials finished: {len(rows)}, failed: {len(failures)}"
+             + (f", stopped early by ASHA: {len(early)}" if early else "")
              + (f", interrupted: {len(stopped)}" if stopped else "")
              + (f", not started: {d.trial_count - len(results)}" if d.trial_count > len(results) else "") + "; "
              f"best by {metric} ({mode}{', mean over seeds' if not d.searched else ''}):"]
@@ -404,9 +406,9 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
 
 def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
     """(finished rows, failure lines, interrupted lines, not-learned lines, configurations ranked by their mean
-    metric over seeds) of a study's results."""
+    metric over seeds, trials ASHA stopped early) of a study's results. Stopped trials are counted, not ranked."""
     metric, mode = d.metric, d.space.mode
-    rows, failures, not_learned, stopped = [], [], [], []
+    rows, failures, not_learned, stopped, early = [], [], [], [], []
     for result in results:
         trial = Path(result.path).name
         if result.error is not None:
@@ -416,6 +418,9 @@ def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
             stopped.append(f"  {trial}: at iteration {result.metrics.get('iteration', 0)}")
             continue
         if result.metrics and metric in result.metrics:
+            if d.searched and result.metrics.get("iteration", math.inf) < units_of(d, result.config):
+                early.append(trial)  # stopped by ASHA at a rung: its metric is an unfinished model's
+                continue
             point = {k: v for k, v in result.config.items() if k != "seed"}
             rows.append((point, result.config.get("seed"), result.metrics[metric]))
             if "near_mode" in result.metrics and not learned(result.metrics):
@@ -425,7 +430,14 @@ def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
     for point, _, value in rows:
         groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
     ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), reverse=(mode == "max"))
-    return rows, failures, stopped, not_learned, ranked
+    return rows, failures, stopped, not_learned, ranked, early
+
+
+def units_of(d: StudyDesign, trial: dict[str, Any]) -> int:
+    """How many iterations (or epochs) a trial of this study trains when nothing stops it."""
+    from search_spaces.space import resolve_trial
+
+    return resolve_trial(d.study_config(), trial).total_units
 
 
 def close_study_run(results, d: StudyDesign, study: dict[str, Any], stopped: Collection[str],
@@ -434,9 +446,9 @@ def close_study_run(results, d: StudyDesign, study: dict[str, Any], stopped: Col
     costs no result (the trials' runs are already closed)."""
     from mlflow.exceptions import MlflowException
 
-    rows, failures, stopped_lines, not_learned, ranked = tally(results, d, stopped)
+    rows, failures, stopped_lines, not_learned, ranked, early = tally(results, d, stopped)
     counts = {"finished": len(rows), "failed": len(failures), "interrupted": len(stopped_lines),
-              "not_learned": len(not_learned)}
+              "not_learned": len(not_learned), "stopped_early": len(early)}
     best = None
     if ranked:
         key, values = ranked[0]

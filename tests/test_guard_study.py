@@ -212,6 +212,17 @@ def test_exit_code_and_summary_name_the_failed_trials(tmp_path):
     assert "more" not in text and "1 of 2 trials failed (exit code 4)" in text
 
 
+def test_summary_counts_trials_asha_stopped_apart_and_does_not_rank_them(tmp_path):
+    d = design(get("betas"), "8gaussians", "smoke", samples=2)  # smoke: 60 iterations
+    point = {"seed": 0, "beta_rec": 0.5, "beta_kl": 0.2, "beta_neg_multiple": 2}
+    done = SimpleNamespace(error=None, metrics={"kl": 9.0, "iteration": 60}, config=point, path="/r/t_0")
+    cut = SimpleNamespace(error=None, metrics={"kl": 1.0, "iteration": 20}, config={**point, "beta_kl": 0.9},
+                          path="/r/t_1")
+    text = summarize([done, cut], d, {"name": "s", "tracking_uri": "sqlite:///x.db", "study_id": "i"}, tmp_path)
+    assert "trials finished: 1, failed: 0, stopped early by ASHA: 1;" in text
+    assert "kl 9 (std 0, n=1)" in text and "kl 1 " not in text
+
+
 @pytest.fixture(scope="module")
 def cpu_ray():
     """One local Ray without GPUs for this module's two Ray checks; workers import the project via PYTHONPATH."""
