@@ -258,6 +258,22 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     except OSError as err:
         raise StudyError(f"cannot reach a Ray cluster at {address} ({err}); start one with "
                          "`ray start --head` or leave --address out to run locally") from None
+    if not address.startswith("ray://") and not runs_a_ray_node():
+        raise StudyError(
+            f"this machine is not a node of the Ray cluster at {address}: a Ray 2.60 driver attaches through a Ray "
+            "node on its own machine (ray.init would wait 60 s and fail). Submit the study as a Ray Job instead: "
+            f"ray job submit --address http://{host}:8265 --working-dir . -- python -m study.run ... (without "
+            "--address; see the README's 'On a Ray cluster'), or run it on a node of the cluster")
+
+
+def runs_a_ray_node() -> bool:
+    """Whether a Ray node (its raylet) runs on this machine."""
+    import psutil
+
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "raylet":
+            return True
+    return False
 
 
 def connect_ray(address: str | None) -> None:

@@ -128,16 +128,24 @@ def test_nothing_is_published_beyond_this_host_and_the_ray_token_stays_out_of_gi
         assert "docker/ray_auth_token" in (DOCKER / f"{name}.dockerignore").read_text().split(), name
 
 
-def test_the_study_job_is_a_valid_command_for_this_cluster():
+def test_the_study_is_a_ray_job_submitted_to_the_head():
+    """`ray job submit` to the head's job API (the study container is no Ray node), the study without --address
+    (the job's cluster), and tracking URI and storage in the entrypoint, so other study arguments keep them."""
+    from ray.dashboard.modules.job.cli import submit
+
     cmd = command("study")
-    assert cmd[:3] == ["python", "-m", "study.run"] and (ROOT / "study" / "run.py").is_file()
-    args = build_parser().parse_args(cmd[3:])
-    get(args.space)
+    assert cmd[:3] == ["ray", "job", "submit"]
+    job = click_params(submit, "submit", cmd[3:])
     head = click_params(ray_cli.start, "start", command("ray-head")[2:])
+    assert job["address"] == f"http://ray-head:{head['dashboard_port']}"
+    study = list(job["entrypoint"])
+    assert study[:3] == ["python", "-m", "study.run"] and (ROOT / "study" / "run.py").is_file()
+    args = build_parser().parse_args(study[3:])
+    get(args.space)
     mlflow_port = click_params(mlflow.cli.server, "server", command("mlflow")[2:])["port"]
-    assert args.address == f"ray-head:{head['port']}"
-    assert args.tracking_uri == f"http://mlflow:{mlflow_port}"
-    assert args.storage == "/data/ray_results"
+    assert args.address is None
+    assert args.tracking_uri == f"http://mlflow:{mlflow_port}" and args.storage == "/data/ray_results"
+    assert "--tracking-uri" in SERVICES["study"]["entrypoint"] and "--storage" in SERVICES["study"]["entrypoint"]
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])

@@ -128,6 +128,26 @@ def test_unreachable_ray_address_or_tracking_server_fail_before_any_trial(tmp_pa
     assert_nothing_started(tmp_path)
 
 
+def test_an_address_from_a_machine_that_is_no_ray_node_is_refused_in_seconds_and_points_to_ray_jobs(tmp_path, capsys):
+    """Something answers at the address, but no Ray node runs on this machine (the state of this test process: the
+    module starts no Ray): Ray 2.60 would wait 60 s and fail; the study says to submit it as a Ray Job."""
+    import time
+
+    from study.run import runs_a_ray_node
+
+    assert not runs_a_ray_node()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_regularizers", "--address", f"127.0.0.1:{port}")
+    assert code == 2 and time.monotonic() - started < 30
+    assert "this machine is not a node of the Ray cluster" in err
+    assert "ray job submit --address http://127.0.0.1:8265" in err
+    assert_nothing_started(tmp_path)
+
+
 def test_an_existing_study_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "ray_results" / "ablation_regularizers-8gaussians-quick").mkdir(parents=True)
     code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_regularizers")
