@@ -408,7 +408,8 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
                      f"or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode; their {metric} is in the "
                      "means above):")
         lines += not_learned
-    lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'])}  (experiment {study['name']!r})")
+    lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'], study.get('experiment_id'))}  "
+                 f"(experiment {study['name']!r})")
     lines.append(f"Ray results: {experiment_path}")
     if d.searched:
         lines.append(optuna_study.describe(study, experiment_path))

@@ -271,10 +271,19 @@ def _project_version() -> str:
         return "unknown"
 
 
-def mlflow_ui_hint(uri: str) -> str:
+def runs_table_path(experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs table. MLflow 3 opens an experiment without `workflowType` in
+    its GenAI (traces) view, where no trial shows."""
+    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def mlflow_ui_hint(uri: str, experiment_id: str | None = None) -> str:
+    """How to open the study's runs in MLflow's UI: the server's URL, or `mlflow ui` on a local store and then its
+    URL (127.0.0.1:5000, mlflow ui's default)."""
+    page = runs_table_path(experiment_id) if experiment_id else "/"
     if urlparse(uri).scheme in ("http", "https"):
-        return f"open {uri} in a browser (the MLflow server's UI)"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return f"open {redact(uri).rstrip('/')}{page} in a browser (the MLflow server's UI)"
+    return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{page}"
 
 
 def params_of(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -182,8 +182,11 @@ def test_tracking_uris_become_absolute_and_the_ui_hint_matches(tmp_path, monkeyp
     with pytest.raises(TrackingError, match="names no database file"):
         absolute_tracking_uri("sqlite://")
     check_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
-    assert mlflow_ui_hint(f"sqlite:///{tmp_path}/m.db") == f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db"
-    assert mlflow_ui_hint("http://h:5000").startswith("open http://h:5000")
+    assert mlflow_ui_hint(f"sqlite:///{tmp_path}/m.db", "3") == (
+        f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db, then open "
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")
+    assert mlflow_ui_hint("http://h:5000/", "3").startswith(
+        "open http://h:5000/#/experiments/3/runs?workflowType=machine_learning")
 
 
 def test_tune_metrics_lead_with_the_study_metric_and_drop_done():
