@@ -19,7 +19,9 @@ import argparse
 import dataclasses
 import json
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             saver = _Saver(args.out)
         if args.threads:
             torch.set_num_threads(args.threads)
-        metrics = train(config, resume=resume, out_dir=args.out, progress=True, on_checkpoint=saver)
+        with _CtrlC() as ctrl_c:
+            metrics = train(config, resume=resume, out_dir=args.out, progress=True, on_checkpoint=saver,
+                            on_report=ctrl_c.check)
     except (ConfigError, CheckpointError, UsageError, FileNotFoundError) as error:
         # FileNotFoundError: image data, Inception weights or the --resume file missing
         print(f"error: {error}", file=sys.stderr)
@@ -198,6 +202,33 @@ def _check_out(out: Path) -> None:
     problem = unwritable(out)
     if problem:
         raise UsageError(f"--out {out}: {problem}")
+
+
+class _CtrlC:
+    """Ctrl-C raises KeyboardInterrupt and is remembered: Python drops an exception raised while a finalizer runs
+    ("Exception ignored in: <finalize ...> KeyboardInterrupt", and training went on), so the next report raises it
+    again. Only the main thread may own signals: elsewhere Python's default handler stays."""
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._press)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _press(self, signum, frame) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self, report: dict[str, Any] | None = None) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
 
 
 class _Saver:

@@ -11,6 +11,7 @@ the study and run they came from. A variant without such a run stops the study b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def grid_runs(tracking_uri: str, studies: Sequence[str]) -> pd.DataFrame:
     _check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     frames = []
-    previous = mlflow.get_tracking_uri()
+    previous = os.environ.get("MLFLOW_TRACKING_URI")  # set_tracking_uri exports the URI there, for subprocesses
     mlflow.set_tracking_uri(tracking_uri)  # mlflow.search_runs reads the global URI
     try:
         for name in studies:
@@ -101,7 +102,7 @@ def grid_runs(tracking_uri: str, studies: Sequence[str]) -> pd.DataFrame:
             runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
             frames.append(runs.assign(study=name))
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous)  # None: unset again, so that the study's default store stays as it was
     runs = pd.concat(frames, ignore_index=True)
     if "tags.stopped_early" in runs:
         runs = runs[runs["tags.stopped_early"].fillna("false").str.lower() != "true"]

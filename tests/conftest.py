@@ -1,6 +1,7 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,20 @@ if "RAY_AUTH_TOKEN" not in os.environ and "RAY_AUTH_TOKEN_PATH" not in os.enviro
 ray_auth.ensure_token()
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/priorstudy-mpl")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored():
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (for subprocesses), which is the default store of
+    study.run: one test's store must not become the default of a later test's studies (it did, in CI)."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(saved)  # None unsets the variable too
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 @pytest.fixture(autouse=True)

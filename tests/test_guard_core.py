@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
 
-from core.__main__ import main
+from core.__main__ import _CtrlC, main
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core.config import ConfigError, TrainConfig, resolve_config
 from core.metrics.images import check_inception_weights
@@ -201,6 +203,25 @@ def test_a_file_that_is_not_the_inception_weights_fails_before_any_training(tmp_
 
 
 # ------------------------------------------------------------------------------------------ Ctrl-C
+def test_ctrl_c_that_lands_in_a_finalizer_still_stops_at_the_next_report():
+    """Python drops an exception raised while a finalizer runs (it happened in CI: training ran to its end and exited
+    0 after Ctrl-C). The press is remembered and the next report raises it; outside a press a report passes."""
+
+    class Garbage:
+        pass
+
+    with _CtrlC() as ctrl_c:
+        ctrl_c.check({})
+        garbage = Garbage()
+        weakref.finalize(garbage, os.kill, os.getpid(), signal.SIGINT)
+        del garbage  # the finalizer runs now; the handler's KeyboardInterrupt is printed and dropped
+        time.sleep(0.05)
+        assert ctrl_c.pressed
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.check({})
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_ctrl_c_exits_130_with_the_resume_command_and_that_resume_finishes(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -218,7 +239,9 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_that_resume_finishes(tmp_p
     line = next(line for line in err.splitlines() if line.startswith("interrupted"))
     command = f"python -m core --resume {out / 'checkpoint.pt'} --out {out} --threads 1"
     assert line.endswith(f"; continue with: {command}"), line
-    assert "Traceback" not in err and not (out / "checkpoint.pt.tmp").exists()
+    # Python prints (and drops) a KeyboardInterrupt that lands in a finalizer; _CtrlC raises it again, no crash
+    crash = re.sub(r"Exception ignored in.*?KeyboardInterrupt", "", err, flags=re.S)
+    assert "Traceback" not in crash and not (out / "checkpoint.pt.tmp").exists()
     resumed = subprocess.run([sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, env=env,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr

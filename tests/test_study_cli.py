@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -223,7 +224,9 @@ def test_betas_from_picks_the_lowest_seed_mean_kl_of_finished_runs_of_the_same_c
     log(1.0, 0.1, budget="quick")
 
     ablation = design(get("ablation_priors"), "8gaussians", "smoke", fixed={"variant": "sintro-standard"})
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     chosen = choose(ablation, ["grid"], uri)["sintro-standard"]
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # else it would be the default store of every later study
     assert chosen.betas == {"beta_rec": 0.2, "beta_kl": 0.3, "beta_neg": 0.6}
     assert sorted(chosen.run_ids) == sorted(best) and chosen.kl == 3.0 and chosen.source.startswith("grid: run ")
     with pytest.raises(BetasError, match="variant 'sintro-mog': no finished run with kl in --betas-from grid"):
