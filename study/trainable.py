@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -106,10 +107,11 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
         study, context.get_trial_id(), context.get_trial_name(),
         params={**config.to_dict(), **searched_params(trial)},
         tags={"device": describe_device(device, threads), "ray_resources": describe_resources(context),
-              "hostname": socket.gethostname(), **variant_tags(study, trial)},
+              **variant_tags(study, trial)},
     )
-    if state is not None:
-        run.set_tags({"resumed_from_iteration": state["unit"]})
+    # Where it runs now: a trial restored after a lost node runs elsewhere than its run first recorded.
+    run.set_tags({"hostname": socket.gethostname(), "ray_node": ray.get_runtime_context().get_node_id(),
+                  **({"resumed_from_iteration": state["unit"]} if state is not None else {})})
 
     pending: dict[str, Any] = {}
 

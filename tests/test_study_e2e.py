@@ -458,3 +458,81 @@ def test_ray_job_submit_and_address_to_a_local_head(tmp_path):
     for name, count in (("job", 2), ("direct", 1)):
         runs = runs_of(uri, name)
         assert len(runs) == count and all(r.info.status == "FINISHED" for r in runs)
+
+
+def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float) -> None:
+    """Until `ray status` lists `count` active nodes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = subprocess.run([str(BIN / "ray"), "status", "--address", address], env=env, capture_output=True,
+                                text=True, timeout=60)
+        active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+        if status.returncode == 0 and active.count("node_") >= count:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"the Ray cluster at {address} did not reach {count} nodes in {timeout} s: {status.stdout}")
+
+
+def test_study_on_two_nodes_survives_losing_one(tmp_path):
+    """A head and a second node (`ray start --address`) on this machine, one CPU each: the study's two trials run one
+    per node. The second node's raylet is killed (-9) mid-trial: its trial resumes from its last checkpoint on the
+    surviving node (--max-failures), and MLflow ends with one FINISHED run per trial, no step lost or logged twice."""
+    import psutil
+
+    env = child_env(tmp_path)
+    gcs = free_port()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))  # Ray's socket paths must stay short
+    node_args = ["--block", "--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+    head = start([str(BIN / "ray"), "start", "--head", "--port", str(gcs), "--include-dashboard", "false",
+                  "--temp-dir", str(ray_tmp), *node_args], tmp_path, env, tmp_path / "head.log")
+    second = None
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    study = None
+    try:
+        second = start([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs}", *node_args], tmp_path, env,
+                       tmp_path / "second.log")
+        wait_for_nodes(f"127.0.0.1:{gcs}", 2, env, 120)
+        study = start([sys.executable, "-m", "study.run", "--space", "ablation_regularizers", "--budget", "smoke",
+                       "--set", "clip=none", "--set", "responsibility_weight=0", "--set", "iterations=1500",
+                       "--set", "eval_every=100", "--seeds", "2", "--max-failures", "2", "--address",
+                       f"127.0.0.1:{gcs}", "--tracking-uri", uri, "--storage", str(tmp_path / "ray_results"),
+                       "--name", "two-nodes"], tmp_path, env, tmp_path / "study.log")
+        deadline = time.time() + 240
+        while True:  # both trials running, one per node, each past its first checkpoint
+            assert time.time() < deadline and study.poll() is None, (tmp_path / "study.log").read_text()[-3000:]
+            try:
+                runs = runs_of(uri, "two-nodes")
+            except AttributeError:  # no experiment yet
+                runs = []
+            client = MlflowClient(uri)
+            running = [r for r in runs if r.info.status == "RUNNING" and "ray_node" in r.data.tags
+                       and len(client.get_metric_history(r.info.run_id, "kl")) >= 2]
+            if len(running) == 2:
+                break
+            time.sleep(0.2)
+        nodes = {r.data.tags["trial_id"]: r.data.tags["ray_node"] for r in running}
+        assert len(set(nodes.values())) == 2, nodes  # the study spread over both nodes
+        raylet = next(p for p in psutil.Process(second.pid).children(recursive=True) if p.name() == "raylet")
+        raylet.kill()
+        code = study.wait(timeout=300)
+        out = (tmp_path / "study.log").read_text()
+        assert code == 0, out[-3000:]
+        assert "trials finished: 2, failed: 0" in out, out[-3000:]
+    finally:
+        for proc in (study, second, head):
+            if proc is not None:
+                stop(proc)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    runs = {r.data.tags["trial_id"]: r for r in runs_of(uri, "two-nodes")}
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
+    client = MlflowClient(uri)
+    for run in runs.values():
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "kl")]
+        assert steps == list(range(100, 1501, 100)), steps  # nothing lost, nothing logged twice
+    moved = [t for t, r in runs.items() if r.data.tags["ray_node"] != nodes[t]]
+    assert len(moved) == 1, {t: (nodes[t], r.data.tags["ray_node"]) for t, r in runs.items()}
+    survivor = next(t for t in runs if t not in moved)
+    resumed = runs[moved[0]]
+    assert resumed.data.tags["ray_node"] == nodes[survivor]  # the lost node's trial now ran on the head
+    assert int(resumed.data.tags["resumed_from_iteration"]) >= 100  # from its checkpoint, not from the start
+    assert "resumed_from_iteration" not in runs[survivor].data.tags
