@@ -4,9 +4,12 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export MPLCONFIGDIR ?= $(CURDIR)/.mplconfig
 PY := .venv/bin/python
 
-.PHONY: setup run test lint
+.PHONY: setup test-deps run test lint
 setup:
 	@bash scripts/setup.sh
+
+test-deps:
+	@bash scripts/test-deps.sh
 
 STUDY := learnable_prior-$(shell date +%Y%m%d-%H%M%S)
 
@@ -16,7 +19,7 @@ run: setup
 	$(PY) -m study.run --space learnable_prior --budget demo --name $(STUDY)
 	$(PY) -m analysis.report --study $(STUDY) --out reports/$(STUDY)
 
-test: setup lint
+test: setup test-deps lint
 	$(PY) -m pytest -q
 
 lint: setup

@@ -213,6 +213,7 @@ def open_study_run(study: Mapping[str, Any], params: Mapping[str, Any], descript
     tags = {**study["tags"], "study_id": study["study_id"], STUDY_ROLE_TAG: "study",
             "mlflow.note.content": description}
     run = client.create_run(study["experiment_id"], run_name=f"study {study['name']}", tags=tags)
+    client.set_experiment_tag(study["experiment_id"], "mlflow.note.content", description)  # the experiment's too
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params_of(params).items()])
     return run.info.run_id
 

@@ -77,6 +77,7 @@ def assert_mlflow_holds_the_study(uri: str, trials: pd.DataFrame) -> None:
     assert parent.data.tags["best.clip"] in ("none", "adaptive") and "best.kl" in parent.data.tags
     assert parent.data.params["space"] == "ablation_regularizers" and parent.data.params["trials"] == "2"
     assert "factors: clip (none, adaptive)" in parent.data.tags["mlflow.note.content"].lower()
+    assert client.get_experiment(experiment).tags["mlflow.note.content"] == parent.data.tags["mlflow.note.content"]
     children = [r for r in every if r is not parent]
     assert sorted(r.info.run_id for r in children) == sorted(trials["run_id"])
     assert sorted(r.info.run_name for r in children) == ["clip=adaptive s=0", "clip=none s=0"]
