@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the study NAME after an interruption (its space, dataset, budget, seeds and --set "
                         "values come from its record)")
+    p.add_argument("--checkpoints", choices=tracking.CHECKPOINT_CHOICES, default="all",
+                   help="which trials' final checkpoint.pt MLflow keeps as an artifact: all (default; about 5 MB a 2D "
+                        "trial), best (the best finished trial's, logged at the end of the study) or none")
     p.add_argument("--max-failures", type=int, default=0,
                    help="retries of a crashed trial from its last checkpoint (default 0)")
     p.add_argument("--betas-from", action="append", default=[], metavar="STUDY",
@@ -439,12 +442,12 @@ def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
                 early.append(trial)  # stopped by ASHA at a rung: its metric is an unfinished model's
                 continue
             point = {k: v for k, v in result.config.items() if k != "seed"}
-            rows.append((point, result.config.get("seed"), result.metrics[metric]))
+            rows.append((point, result.config.get("seed"), result.metrics[metric], result))
             if "near_mode" in result.metrics and not learned(result.metrics):
                 not_learned.append(f"  {trial}: {result.metrics['modes_covered']:.0f} "
                                    f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode")
     groups: dict[str, list[float]] = {}
-    for point, _, value in rows:
+    for point, _, value, _ in rows:
         groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
     ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), reverse=(mode == "max"))
     return rows, failures, stopped, not_learned, ranked, early
@@ -471,6 +474,14 @@ def close_study_run(results, d: StudyDesign, study: dict[str, Any], stopped: Col
         key, values = ranked[0]
         best = {**json.loads(key), d.metric: f"{sum(values) / len(values):.4g}", "n": len(values)}
     try:
+        if study.get("checkpoints") == "best" and rows and not interrupted:
+            from study.trainable import STATE_FILE
+
+            pick = max if d.space.mode == "max" else min
+            best_trial = pick(rows, key=lambda row: row[2])[3]
+            if best_trial.checkpoint is not None:  # the trial's last Tune checkpoint: its final state
+                with best_trial.checkpoint.as_directory() as folder:
+                    tracking.log_final_checkpoint(study, best_trial.metrics["trial_id"], Path(folder) / STATE_FILE)
         tracking.close_study_run(study, counts, best, interrupted)
     except MlflowException as err:
         print(f"warning: could not close the study's MLflow run: {err.message}")
@@ -702,7 +713,7 @@ def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_p
         tracking.reopen_study_run(study)
         return study
     study = {**d.study_config(), "name": name, "metric": d.metric, "study_id": uuid.uuid4().hex[:12],
-             "tracking_uri": uri,
+             "tracking_uri": uri, "checkpoints": args.checkpoints,
              "tags": {"space": d.space.name, "study": name, "dataset": d.dataset, "budget": d.budget,
                       **tracking.project_tags()}}
     study["experiment_id"] = tracking.ensure_experiment(uri, name)

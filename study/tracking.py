@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
+import tempfile
 import tomllib
 import urllib.error
 import urllib.request
@@ -33,6 +35,8 @@ from core.paths import unwritable
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR = "mlartifacts"
 ARTIFACTS = ("figure.png", "metrics.json", "samples.npy", "samples.png", "reconstructions.png")
+CHECKPOINT_ARTIFACT = "checkpoint.pt"  # the final training state: python -m core --resume reads it
+CHECKPOINT_CHOICES = ("all", "best", "none")  # whose final checkpoint a study keeps in MLflow (--checkpoints)
 MAX_TAG_CHARS = 4_000
 
 
@@ -238,6 +242,16 @@ def close_study_run(study: Mapping[str, Any], counts: Mapping[str, int], best: M
     client.set_terminated(run_id, status="KILLED" if interrupted else "FINISHED")
 
 
+def log_final_checkpoint(study: Mapping[str, Any], trial_id: str, state: Path) -> None:
+    """--checkpoints best: a trial's final training state (the file `state`) as its run's checkpoint.pt."""
+    run = find_trial_run(study["tracking_uri"], study["experiment_id"], study["study_id"], trial_id)
+    if run is None or not state.is_file():
+        return
+    with tempfile.TemporaryDirectory() as staging:
+        shutil.copyfile(state, Path(staging) / CHECKPOINT_ARTIFACT)
+        _client(study["tracking_uri"]).log_artifact(run.info.run_id, str(Path(staging) / CHECKPOINT_ARTIFACT))
+
+
 def find_study_run(uri: str, experiment_id: str, study_id: str):
     """The parent run of a study, or None (studies tracked before parent runs existed have none)."""
     runs = _client(uri).search_runs([experiment_id], filter_string=f"tags.study_id = '{study_id}' and "
@@ -354,8 +368,8 @@ class TrialRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.mlflow.set_tags({k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items()})
 
-    def log_artifacts(self, folder: Path) -> None:
-        for name in ARTIFACTS:
+    def log_artifacts(self, folder: Path, checkpoint: bool) -> None:
+        for name in ARTIFACTS + ((CHECKPOINT_ARTIFACT,) if checkpoint else ()):
             if (folder / name).is_file():
                 self.mlflow.log_artifact(str(folder / name))
 

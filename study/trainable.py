@@ -142,6 +142,6 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
     # Time inside core.train in this process (wall, and CPU of all its threads): the study-overhead benchmark's data.
     final = {**final, "train_time_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
     run.log_metrics({k: final[k] for k in ("train_time_s", "train_cpu_s")}, step=final["iteration"])
-    run.log_artifacts(out_dir)
+    run.log_artifacts(out_dir, checkpoint=study.get("checkpoints", "all") == "all")
     run.finish()
     _save(tune_metrics(final, study["metric"]), pending.get("final_state"), final=True)

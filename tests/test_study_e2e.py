@@ -21,6 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 
+from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
 from search_spaces import design
 from search_spaces.space import SearchSpace
@@ -103,6 +104,8 @@ def assert_complete_run(client: MlflowClient, run, space: str, study: str) -> No
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"figure.png", "metrics.json", "samples.npy"} <= artifacts
     metrics_json = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json")).read_text())
+    state = load_checkpoint(Path(client.download_artifacts(run.info.run_id, "checkpoint.pt")))  # --checkpoints all
+    assert state["unit"] == SMOKE_ITERATIONS and state["config"] == metrics_json["config"]
     assert metrics_json["config"]["seed"] == int(run.data.params["seed"])
     assert metrics_json["kl"] == pytest.approx(run.data.metrics["kl"])
 
@@ -187,16 +190,24 @@ def test_optuna_asha_study_with_derived_beta_neg(local_ray, tmp_path):
     assert best.metrics["kl"] == min(r.metrics["kl"] for r in results)
 
 
-def test_conditional_define_by_run_space(local_ray, tmp_path):
-    """The clipping space is an Optuna define-by-run function: thresholds exist only in `fixed` trials."""
-    from search_spaces import get
-
-    results, study = in_process_study(get("clipping"), tmp_path, samples=3)
-    assert len(results) == 3 and not results.errors
-    for run in runs_of(study["tracking_uri"], "clipping"):
+def test_conditional_define_by_run_space(local_ray, tmp_path, capsys):
+    """The clipping space is an Optuna define-by-run function: thresholds exist only in `fixed` trials. With
+    --checkpoints best only the best trial's run keeps its final checkpoint.pt, one that --resume can read."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    assert main(["--space", "clipping", "--budget", "smoke", "--samples", "3", "--checkpoints", "best",
+                 "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri]) == 0
+    assert "trials finished: 3, failed: 0" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    runs = runs_of(uri, "clipping-8gaussians-smoke")
+    assert len(runs) == 3
+    for run in runs:
         p = run.data.params
         assert run.info.status == "FINISHED" and p["clip"] in ("none", "adaptive", "fixed")
         assert (p["clip_logvar_min"] != "None") == (p["clip"] == "fixed")
+    kept = [r for r in runs if "checkpoint.pt" in {a.path for a in client.list_artifacts(r.info.run_id)}]
+    assert len(kept) == 1 and kept[0].data.metrics["kl"] == min(r.data.metrics["kl"] for r in runs)
+    state = load_checkpoint(Path(client.download_artifacts(kept[0].info.run_id, "checkpoint.pt")))
+    assert state["unit"] == SMOKE_ITERATIONS and state["config"]["seed"] == int(kept[0].data.params["seed"])
 
 
 def test_ablation_takes_each_variants_betas_from_a_tiny_grid_study(local_ray, tmp_path, capsys):
