@@ -26,6 +26,8 @@ from typing import Any
 
 from ray import tune
 
+from study.storage import StudyFolder
+
 # JSON, but not named *.json: on resume Tune copies the folder's .json and .pkl files to its staging folder and, during
 # the run, back, which would bring the last run's record back over this run's.
 DRIVER_FILE = "driver.state"
@@ -73,21 +75,18 @@ def this_driver() -> dict[str, Any]:
             "host": platform.node(), "started_at": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
-def write(experiment_path: Path, driver: Mapping[str, Any], workers: list[Mapping[str, Any]]) -> None:
-    path = experiment_path / DRIVER_FILE
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps({"driver": dict(driver), "workers": list(workers)}, indent=2))
-    part.replace(path)  # a kill mid-write leaves the last whole record
+def write(folder: StudyFolder, driver: Mapping[str, Any], workers: list[Mapping[str, Any]]) -> None:
+    folder.write_text(DRIVER_FILE, json.dumps({"driver": dict(driver), "workers": list(workers)}, indent=2))
 
 
-def wait_for_end(experiment_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def wait_for_end(folder: StudyFolder) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The study's last driver and those of its processes on this machine still alive after waiting up to
     END_WAIT_S for them to end (none: an empty list)."""
-    path = experiment_path / DRIVER_FILE
-    if not path.is_file():
+    if not folder.has(DRIVER_FILE):
         return {}, []
-    saved = json.loads(path.read_text())
-    processes = [saved["driver"], *saved["workers"]]
+    saved = json.loads(folder.read_text(DRIVER_FILE))
+    # this very process may have run the study before (in-process main): it is not a second writer
+    processes = [p for p in (saved["driver"], *saved["workers"]) if p["pid"] != os.getpid() or not here(p)]
     deadline = time.monotonic() + END_WAIT_S
     live = [p for p in processes if is_alive(p)]
     if live:
@@ -120,12 +119,12 @@ class WorkerRecord(tune.Callback):
     of its first run, unpickled) and adds each trial worker on this machine at its first result (Tune puts the
     worker's pid and hostname in every result)."""
 
-    def __init__(self, experiment_path: Path):
-        self.experiment_path = experiment_path
+    def __init__(self, folder: StudyFolder):
+        self.folder = folder
 
     def setup(self, **info) -> None:
         self.driver, self.workers = this_driver(), {}
-        write(self.experiment_path, self.driver, [])
+        write(self.folder, self.driver, [])
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         pid = result.get("pid")
@@ -134,4 +133,4 @@ class WorkerRecord(tune.Callback):
         worker = identity(pid)
         if worker is not None:
             self.workers[pid] = worker
-            write(self.experiment_path, self.driver, list(self.workers.values()))
+            write(self.folder, self.driver, list(self.workers.values()))

@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from study.storage import StudyFolder
+
 OPTUNA_DB = "optuna.db"
 OPTUNA_JOURNAL = "optuna.journal"
 MAX_STARTUP_TRIALS = 10  # Optuna's default
@@ -34,12 +36,16 @@ def make_sampler(samples: int, seed: int):
                                           n_startup_trials=startup_trials(samples))
 
 
-def storage_url(study: dict[str, Any], experiment_path: Path) -> str:
-    """Where the study's Optuna study lives: an sqlite URL beside a local MLflow database, else a journal file."""
+def storage_url(study: dict[str, Any], folder: StudyFolder) -> str:
+    """Where the study's Optuna study lives: an sqlite URL beside a local MLflow database, else a journal file in
+    the study's Ray folder (a remote --storage: in the working folder, as NAME.optuna.journal; Optuna's journal
+    needs a local file)."""
     uri = study["tracking_uri"]
     if uri.startswith("sqlite:///"):
         return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).parent / OPTUNA_DB)
-    return str(experiment_path / OPTUNA_JOURNAL)
+    if folder.local is None:
+        return str(Path.cwd() / f"{folder.name}.{OPTUNA_JOURNAL}")
+    return str(folder.local / OPTUNA_JOURNAL)
 
 
 def make_storage(url: str):
@@ -55,7 +61,7 @@ def study_name(study: dict[str, Any]) -> str:
     return f"{study['name']}-{study['study_id']}"
 
 
-def describe(study: dict[str, Any], experiment_path: Path) -> str:
+def describe(study: dict[str, Any], folder: StudyFolder) -> str:
     """How to open the Optuna study (printed at the end of a searched study)."""
-    url = storage_url(study, experiment_path)
+    url = storage_url(study, folder)
     return f"Optuna: study {study_name(study)!r} in {url} (open it with optuna-dashboard {url})"

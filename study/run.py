@@ -34,9 +34,9 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
 from core.metrics.modes import LEARNED_NEAR_MODE, learned
-from core.paths import unwritable
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
-from study import betas_from, driver, optuna_study, ray_auth, tracking
+from study import betas_from, driver, optuna_study, ray_auth, storage, tracking
+from study.storage import StorageError, StudyFolder
 
 STUDY_FILE = "study.json"
 DEFAULT_DATASET = "8gaussians"
@@ -315,7 +315,7 @@ def connect_ray(address: str | None) -> None:
         raise StudyError(f"cannot connect to the Ray cluster at {target}: {err}") from None
 
 
-def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace, experiment_path: Path):
+def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace, folder: StudyFolder):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -326,7 +326,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
     trainable = tune.with_resources(tune.with_parameters(train_trial, study=study),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if args.resume:
-        return tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_unfinished=True,
+        return tune.Tuner.restore(folder.uri, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     search_alg = scheduler = None
     presets = d.preset_points()
@@ -342,7 +342,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
         search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.metric,
                                   mode=d.space.mode, sampler=optuna_study.make_sampler(d.samples, d.seeds[0]),
                                   study_name=optuna_study.study_name(study),
-                                  storage=optuna_study.make_storage(optuna_study.storage_url(study, experiment_path)))
+                                  storage=optuna_study.make_storage(optuna_study.storage_url(study, folder)))
     # Tune needs the metric only to search and to stop early, and then in every report; a grid's results are ranked
     # by `summarize` (an image study's FID comes only at metric_epochs and at the end).
     return tune.Tuner(
@@ -356,9 +356,9 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
             trial_name_creator=trial_label, trial_dirname_creator=trial_folder,
         ),
         run_config=tune.RunConfig(
-            name=experiment_path.name,
-            storage_path=str(experiment_path.parent),
-            callbacks=[tracking.TrialRunStatus(study), driver.WorkerRecord(experiment_path)],
+            name=folder.name,
+            storage_path=folder.storage,
+            callbacks=[tracking.TrialRunStatus(study), driver.WorkerRecord(folder)],
             failure_config=tune.FailureConfig(max_failures=args.max_failures, fail_fast=False),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1,
@@ -384,7 +384,7 @@ def trial_folder(trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}_{trial.experiment_tag}"[:130] + f"_{date_str()}"
 
 
-def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: Path, top: int = 10,
+def summarize(results, d: StudyDesign, study: dict[str, Any], folder: StudyFolder, top: int = 10,
               interrupted: Collection[str] = ()) -> str:
     """Best configurations (mean over seeds for grids), failures, the trials a Ctrl-C left unfinished (the folder
     names in `interrupted`, unranked), and where to look next."""
@@ -413,9 +413,9 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], experiment_path: P
         lines += not_learned
     lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'], study.get('experiment_id'))}  "
                  f"(experiment {study['name']!r})")
-    lines.append(f"Ray results: {experiment_path}")
+    lines.append(f"Ray results: {folder}")
     if d.searched:
-        lines.append(optuna_study.describe(study, experiment_path))
+        lines.append(optuna_study.describe(study, folder))
     code = exit_code(results, d.trial_count, interrupted)
     if code == EXIT_NO_TRIAL_FINISHED:
         lines.append(f"no trial finished (exit code {code})")
@@ -446,11 +446,20 @@ def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
             if "near_mode" in result.metrics and not learned(result.metrics):
                 not_learned.append(f"  {trial}: {result.metrics['modes_covered']:.0f} "
                                    f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode")
-    groups: dict[str, list[float]] = {}
-    for point, _, value, _ in rows:
-        groups.setdefault(json.dumps(point, sort_keys=True, default=str), []).append(value)
-    ranked = sorted(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), reverse=(mode == "max"))
-    return rows, failures, stopped, not_learned, ranked, early
+    return rows, failures, stopped, not_learned, rank(rows, mode), early
+
+
+def rank(rows, mode: str) -> list[tuple[str, list[float]]]:
+    """(configuration as JSON, its seeds' metric values), best mean first: the finished rows grouped by point."""
+    import pandas as pd
+
+    if not rows:
+        return []
+    frame = pd.DataFrame({"point": [json.dumps(p, sort_keys=True, default=str) for p, *_ in rows],
+                          "value": [value for _, _, value, _ in rows]})
+    groups = frame.groupby("point", sort=False)["value"].agg(values=list, mean="mean")
+    groups = groups.sort_values("mean", ascending=(mode != "max"), kind="stable")
+    return list(zip(groups.index, groups["values"], strict=True))
 
 
 def units_of(d: StudyDesign, trial: dict[str, Any]) -> int:
@@ -495,14 +504,14 @@ def describe_error(error: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[0] if lines else '(no message)'}"
 
 
-def interrupted_trials(experiment_path: Path) -> set[str]:
+def interrupted_trials(folder: StudyFolder) -> set[str]:
     """The folder names of the trials a Ctrl-C left running or waiting (Tune status RUNNING, PENDING or PAUSED),
     from Tune's last snapshot of the study. Neither the ResultGrid tells: a Result carries no status, Tune marks its
     trials TERMINATED when it stops them after the snapshot, and a result's `done` is lost when a study resumes."""
     from ray.tune import ExperimentAnalysis
     from ray.tune.experiment import Trial
 
-    trials = ExperimentAnalysis(str(experiment_path)).trials
+    trials = ExperimentAnalysis(folder.uri).trials
     return {Path(t.path).name for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)}
 
 
@@ -513,7 +522,7 @@ def unfinished(results, trial_count: int, interrupted: Collection[str]) -> int:
 
 def resume_command(args: argparse.Namespace, name: str) -> str:
     """The command that continues the study: its record holds the rest, but not where it ran or its resources."""
-    cmd = ["python", "-m", "study.run", "--resume", "--name", name, "--storage", str(Path(args.storage).resolve())]
+    cmd = ["python", "-m", "study.run", "--resume", "--name", name, "--storage", storage.normalized(args.storage)]
     if args.address:
         cmd += ["--address", args.address]
     parser = build_parser()
@@ -537,10 +546,10 @@ def exit_code(results, trial_count: int | None = None, interrupted: Collection[s
 def load_record(args: argparse.Namespace) -> dict[str, Any]:
     """--resume: the study's own record decides its space, dataset, budget, seeds, samples and --set values."""
     name = args.name or f"{args.space}-{args.dataset}-{args.budget}"
-    record = Path(args.storage).resolve() / name / STUDY_FILE
-    if not record.is_file():
-        raise StudyError(f"no study to resume at {record.parent} (start it without --resume)")
-    saved = json.loads(record.read_text())
+    folder = StudyFolder.of(args.storage, name)
+    if not folder.has(STUDY_FILE):
+        raise StudyError(f"no study to resume at {folder} (start it without --resume)")
+    saved = json.loads(folder.read_text(STUDY_FILE))
     args.name, args.space, args.dataset, args.budget = name, saved["space"], saved["dataset"], saved["budget"]
     return saved
 
@@ -551,7 +560,7 @@ def study_tracking_uri(args: argparse.Namespace) -> str:
                                                                      tracking.default_tracking_uri()))
 
 
-def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
+def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, StudyFolder]:
     """Everything that can be checked without Ray: space, values, names and folders."""
     if args.resume:
         saved = load_record(args)
@@ -577,7 +586,7 @@ def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, Path]:
     if args.max_failures < 0:  # Ray would read a negative count as "retry forever"
         raise StudyError(f"--max-failures {args.max_failures} must be at least 0 (retries of a crashed trial)")
     name = args.name or f"{space.name}-{args.dataset}-{args.budget}"
-    return d, name, Path(args.storage).resolve() / name
+    return d, name, StudyFolder.of(args.storage, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -590,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_REQUEST
     try:
-        d, name, experiment_path = prepare(args)
+        d, name, folder = prepare(args)
         if args.dry_run:
             print(describe_trials(d))
             return 0
@@ -598,20 +607,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in describe_variant_tags(d):
             print(line)
         try:
-            results, study = run_study(d, args, name, experiment_path)
+            results, study = run_study(d, args, name, folder)
         except KeyboardInterrupt:  # a second Ctrl-C (the first ends Tune's loop), or one before the loop
             from ray import tune
 
             print(f"\nstudy {name!r} interrupted; " + (f"continue it with:\n  {resume_command(args, name)}"
-                  if tune.Tuner.can_restore(str(experiment_path)) else "Tune saved nothing: start it again"))
+                  if tune.Tuner.can_restore(folder.uri) else "Tune saved nothing: start it again"))
             return EXIT_INTERRUPTED
-    except (StudyError, SpaceError, ConfigError, tracking.TrackingError, betas_from.BetasError,
+    except (StudyError, SpaceError, ConfigError, tracking.TrackingError, betas_from.BetasError, StorageError,
             FileNotFoundError) as err:
         # FileNotFoundError: the image data (core's DatasetNotFound) or the Inception weights are missing
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_REQUEST
-    stopped = interrupted_trials(experiment_path)
-    print(summarize(results, d, study, experiment_path, interrupted=stopped))
+    stopped = interrupted_trials(folder)
+    print(summarize(results, d, study, folder, interrupted=stopped))
     code = exit_code(results, d.trial_count, stopped)
     close_study_run(results, d, study, stopped, interrupted=code == EXIT_INTERRUPTED)
     if code == EXIT_INTERRUPTED:
@@ -620,25 +629,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def run_study(d: StudyDesign, args: argparse.Namespace, name: str, experiment_path: Path):
+def run_study(d: StudyDesign, args: argparse.Namespace, name: str, folder: StudyFolder):
     """Check the study's folder and tracking store, connect to Ray and check its resources, and only then create
     the study (MLflow experiment, folder, record) and fit: a refused request leaves nothing behind. Returns Tune's
     ResultGrid and the study record."""
     if args.resume:
-        check_ended(name, experiment_path)
-    uri = check_study(args, name, experiment_path)
+        check_ended(name, folder)
+    uri = check_study(args, name, folder)
     connect_ray(args.address)
     import ray
 
     check_resources(ray.cluster_resources(), args.cpus_per_trial, args.gpus_per_trial)
-    study = {**open_study(args, d, name, experiment_path, uri), "driver": driver.this_driver()}
+    study = {**open_study(args, d, name, folder, uri), "driver": driver.this_driver()}
     logging.getLogger("ray.tune.tune").addFilter(OWN_RESUME_HINT)
-    return build_tuner(d, study, args, experiment_path).fit(), study
+    return build_tuner(d, study, args, folder).fit(), study
 
 
-def check_ended(name: str, experiment_path: Path) -> None:
+def check_ended(name: str, folder: StudyFolder) -> None:
     """--resume: the study's last run on this machine has ended, driver and trial workers (study/driver.py)."""
-    last, live = driver.wait_for_end(experiment_path)
+    last, live = driver.wait_for_end(folder)
     if live:
         raise StudyError(driver.describe_live(name, last, live))
 
@@ -653,25 +662,25 @@ class OwnResumeHint(logging.Filter):
 OWN_RESUME_HINT = OwnResumeHint()  # one instance: a logger adds a filter once
 
 
-def check_study(args: argparse.Namespace, name: str, experiment_path: Path) -> str:
+def check_study(args: argparse.Namespace, name: str, folder: StudyFolder) -> str:
     """Before Ray and before anything is written: the study folder can be created (or, on --resume, restored)
     and the tracking store can be used; returns the study's tracking URI."""
     from ray import tune
 
     if args.resume:
-        uri = json.loads((experiment_path / STUDY_FILE).read_text())["study"]["tracking_uri"]
+        uri = json.loads(folder.read_text(STUDY_FILE))["study"]["tracking_uri"]
         if args.tracking_uri is not None and study_tracking_uri(args) != uri:
             raise StudyError(f"study {name!r} tracks to {uri}, not --tracking-uri "
                              f"{tracking.redact(args.tracking_uri)} (leave it out to resume)")
         tracking.check_tracking_uri(uri)
-        if not tune.Tuner.can_restore(str(experiment_path)):
-            raise StudyError(f"study {name!r} at {experiment_path} stopped before Tune saved any state; "
+        if not tune.Tuner.can_restore(folder.uri):
+            raise StudyError(f"study {name!r} at {folder} stopped before Tune saved any state; "
                              "delete that folder and start it again")
     else:
-        if experiment_path.exists():
-            raise StudyError(f"study {name!r} already exists at {experiment_path}: continue it with --resume, or "
+        if folder.exists():
+            raise StudyError(f"study {name!r} already exists at {folder}: continue it with --resume, or "
                              "choose another --name")
-        problem = unwritable(experiment_path.parent)
+        problem = folder.unwritable()
         if problem:
             raise StudyError(f"--storage {args.storage}: {problem}")
         given = tracking.absolute_tracking_uri(args.tracking_uri or tracking.default_tracking_uri())
@@ -702,13 +711,12 @@ def describe_study(d: StudyDesign, name: str) -> str:
             "tables and figures to this run's artifacts (report/).")
 
 
-def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_path: Path,
+def open_study(args: argparse.Namespace, d: StudyDesign, name: str, folder: StudyFolder,
                uri: str) -> dict[str, Any]:
     """Create the study's MLflow experiment, folder and record (on --resume: reload the record, reopen the
     experiment); `uri` from check_study."""
-    record = experiment_path / STUDY_FILE
     if args.resume:
-        study = json.loads(record.read_text())["study"]
+        study = json.loads(folder.read_text(STUDY_FILE))["study"]
         study["experiment_id"] = tracking.ensure_experiment(uri, name)
         tracking.reopen_study_run(study)
         return study
@@ -721,9 +729,8 @@ def open_study(args: argparse.Namespace, d: StudyDesign, name: str, experiment_p
                "samples": d.samples, "overrides": user_overrides(args)}
     study["parent_run_id"] = tracking.open_study_run(study, {**request, "trials": d.trial_count},
                                                      describe_study(d, name))
-    experiment_path.mkdir(parents=True)
-    saved = {**request, "study": study}
-    record.write_text(json.dumps(saved, indent=2))
+    folder.create()
+    folder.write_text(STUDY_FILE, json.dumps({**request, "study": study}, indent=2))
     return study
 
 

@@ -142,8 +142,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         try:
             dialect.import_dbapi()
         except ImportError as err:
+            hint = " (PostgreSQL: pip install -e '.[cluster]')" if dialect.name == "postgresql" else ""
             raise TrackingError(f"tracking URI {shown} needs the database driver {dialect.driver} ({err}); install "
-                                "it, or track to an MLflow server (--tracking-uri http://HOST:5000)") from None
+                                f"it{hint}, or track to an MLflow server (--tracking-uri http://HOST:5000)") from None
     elif scheme in ("", "file"):
         problem = unwritable(Path(urlparse(uri).path))
         if problem:

@@ -7,7 +7,10 @@ their own click commands, `python -m study.run` by its argparse parser and searc
 
 from __future__ import annotations
 
+import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -56,6 +59,16 @@ def dockerfile(name: str) -> list[tuple[str, str]]:
     return rows
 
 
+def installed_requirements(name: str) -> list[str]:
+    """What the image's `pip install -r /tmp/requirements.txt` installs: its `python -c` program run on the
+    repository's pyproject.toml."""
+    runs = " ".join(args for op, args in dockerfile(name) if op == "RUN")
+    program = re.search(r'python -c "(.*?)" +> /tmp/requirements.txt', runs).group(1)
+    program = program.replace("/tmp/pyproject.toml", str(ROOT / "pyproject.toml"))
+    assert "pip install -r /tmp/requirements.txt" in runs
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_compose_has_the_cluster_the_tracking_server_and_its_database():
     assert {"postgres", "mlflow", "ray-head", "ray-worker", "ray-worker-gpu", "study"} <= set(SERVICES)
     assert set(COMPOSE["volumes"]) == {"pgdata", "mlartifacts", "ray_results"}
@@ -94,7 +107,17 @@ def test_mlflow_server_runs_on_postgres_with_a_proxied_shared_artifact_store():
     assert params["host"] == "0.0.0.0" and published("mlflow", params["port"])
     assert f"mlflow:{params['port']}" in params["allowed_hosts"].split(",")  # the Host header trials send
     assert f"localhost:{params['port']}/health" in SERVICES["mlflow"]["healthcheck"]["test"][3]
-    assert any("psycopg2-binary" in args for op, args in dockerfile("Dockerfile.cpu") if op == "RUN")
+    assert "psycopg[binary]==3.3.9" in installed_requirements("Dockerfile.cpu")  # the [cluster] extra
+
+
+def test_the_cluster_extra_has_the_driver_sqlalchemy_opens_postgresql_uris_with():
+    """SQLAlchemy 2.1 opens postgresql:// with psycopg 3; psycopg2 (what 2.0 used) would leave the server failing
+    with "No module named 'psycopg'"."""
+    from sqlalchemy.engine import make_url
+
+    driver = make_url("postgresql://u@h/db").get_dialect().driver
+    assert driver == "psycopg"
+    assert [r.split("[")[0] for r in PYPROJECT["project"]["optional-dependencies"]["cluster"]] == [driver]
 
 
 def test_ray_head_and_workers_agree_on_addresses_ports_and_shared_storage():
@@ -158,7 +181,9 @@ def test_dockerfiles_install_the_project_with_its_pins(name):
     copies = [args.split() for op, args in rows if op == "COPY"]
     assert ["pyproject.toml", "/tmp/pyproject.toml"] in copies and [".", "/app"] in copies
     runs = " ".join(args for op, args in rows if op == "RUN")
-    assert "['project']['dependencies']" in runs and "pip install --no-deps ." in runs
+    assert "pip install --no-deps ." in runs
+    extra = PYPROJECT["project"]["optional-dependencies"]["cluster"] if name == "Dockerfile.cpu" else []
+    assert installed_requirements(name) == PYPROJECT["project"]["dependencies"] + extra
     torch_pin = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch=="))
     if name == "Dockerfile.cpu":
         assert "download.pytorch.org/whl/cpu" in runs and torch_pin in runs

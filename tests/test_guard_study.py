@@ -47,7 +47,8 @@ def assert_nothing_left(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "first"), [
     (["--tracking-uri", "garbage://x"], "error: tracking URI garbage://x: MLflow has no store for scheme 'garbage'"),
     (["--tracking-uri", "postgresql://u@h/db"],
-     "error: tracking URI postgresql://u@h/db needs the database driver psycopg (No module named 'psycopg')"),
+     "error: tracking URI postgresql://u@h/db needs the database driver psycopg (No module named 'psycopg'); "
+     "install it (PostgreSQL: pip install -e '.[cluster]')"),
     (["--tracking-uri", "sqlite:////sys/x.db"], "error: tracking URI sqlite:////sys/x.db: cannot write in /sys"),
     (["--storage", "/sys/x"], "error: --storage /sys/x: cannot write in /sys"),
     (["--max-failures", "-5"], "error: --max-failures -5 must be at least 0"),
@@ -159,7 +160,7 @@ def test_credentials_in_the_tracking_uri_are_never_shown_or_saved_and_resume_tak
                                       "--tracking-uri", f"http://user:{SECRET}@{auth_server}"])
     d, name, path = prepare(args)
     study = open_study(args, d, name, path, check_study(args, name, path))
-    saved = (path / "study.json").read_text()
+    saved = path.read_text("study.json")
     assert study["tracking_uri"] == json.loads(saved)["study"]["tracking_uri"] == f"http://{auth_server}"
     assert study["experiment_id"] == "7"  # created through the server with the URI's credentials
     assert SECRET not in saved and "user:" not in saved

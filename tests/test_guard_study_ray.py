@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from search_spaces import design, get
 from study import driver
 from study.run import build_parser, connect_ray, exit_code, main, resume_command, summarize
+from study.storage import StudyFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
@@ -72,7 +73,7 @@ def study_folder(storage: Path, name: str, last_driver: dict, workers: list[dict
     (folder / "study.json").write_text(json.dumps({
         "space": "ablation_regularizers", "dataset": "8gaussians", "budget": "smoke", "seeds": [0], "samples": None,
         "overrides": {}, "study": {}}))
-    driver.write(folder, last_driver, workers)
+    driver.write(StudyFolder.of(storage, name), last_driver, workers)
     return folder
 
 
@@ -99,7 +100,7 @@ def test_resume_refuses_while_the_last_run_lives(tmp_path, monkeypatch, capsys):
         for p in (old_driver, old_worker):
             p.kill()
             p.wait()
-    assert driver.wait_for_end(tmp_path / "s")[1] == []
+    assert driver.wait_for_end(StudyFolder.of(tmp_path, "s"))[1] == []
 
 
 ORPHAN = """

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
@@ -27,6 +28,7 @@ from search_spaces import design
 from search_spaces.space import SearchSpace
 from study.driver import DRIVER_FILE
 from study.run import build_parser, main, run_study
+from study.storage import StudyFolder
 from study.trainable import FINAL_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +134,7 @@ def in_process_study(space: SearchSpace, tmp_path: Path, *extra: str, **design_a
     d.validate()
     args = build_parser().parse_args(["--space", space.name, "--storage", str(tmp_path / "ray_results"),
                                       "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db", *extra])
-    return run_study(d, args, space.name, tmp_path / "ray_results" / space.name)
+    return run_study(d, args, space.name, StudyFolder.of(tmp_path / "ray_results", space.name))
 
 
 def test_grid_study_in_sqlite_with_a_diverging_trial(local_ray, tmp_path):
@@ -208,6 +210,23 @@ def test_conditional_define_by_run_space(local_ray, tmp_path, capsys):
     assert len(kept) == 1 and kept[0].data.metrics["kl"] == min(r.data.metrics["kl"] for r in runs)
     state = load_checkpoint(Path(client.download_artifacts(kept[0].info.run_id, "checkpoint.pt")))
     assert state["unit"] == SMOKE_ITERATIONS and state["config"]["seed"] == int(kept[0].data.params["seed"])
+
+
+def test_storage_as_a_file_uri(local_ray, tmp_path, capsys):
+    """--storage file://...: Tune, study.json and driver.state all land in that folder, and --resume with the same
+    URI finds the finished study there."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    storage = f"file://{tmp_path}/shared/ray_results"
+    args = ["--space", "learnable_prior", "--budget", "smoke", "--seeds", "1", "--set", "variant=standard",
+            "--storage", storage, "--tracking-uri", uri, "--name", "on-uri"]
+    assert main(args) == 0
+    assert "trials finished: 1, failed: 0" in capsys.readouterr().out
+    folder = tmp_path / "shared" / "ray_results" / "on-uri"
+    assert {"study.json", DRIVER_FILE} <= {p.name for p in folder.iterdir()}
+    assert any(folder.glob("train_trial_*/checkpoint_*"))
+    assert main(["--resume", "--name", "on-uri", "--storage", storage]) == 0
+    assert "trials finished: 1, failed: 0" in capsys.readouterr().out
+    assert len(runs_of(uri, "on-uri")) == 1
 
 
 def test_ablation_takes_each_variants_betas_from_a_tiny_grid_study(local_ray, tmp_path, capsys):
@@ -422,6 +441,49 @@ def test_interrupted_then_killed_study_resumes_each_trial_once(tmp_path):
     interrupted = checkpointed - done_first  # less any that finished in the instant before the Ctrl-C
     assert interrupted and all(int(after[t].data.tags["resumed_from_iteration"]) >= 20 for t in interrupted)
     assert all("resumed_from_iteration" not in after[t].data.tags for t in done_first)
+
+
+def test_killed_searched_study_resumes_its_optuna_search(tmp_path):
+    """A searched space (Optuna TPE + ASHA), the driver and its Ray killed with -9 once a trial finished and the
+    next has a checkpoint; --resume continues the same Optuna study: --samples trials in all, the finished trial's
+    point kept, the interrupted one resumed at its own point (no trial lost, none sampled twice), and every
+    Optuna trial told the kl its MLflow run ends with."""
+    import optuna
+
+    env = child_env(tmp_path)
+    args = ["--space", "betas", "--budget", "smoke", "--samples", "4", "--set", "iterations=200",
+            "--max-concurrent", "1"]
+    name = "betas-8gaussians-smoke"
+    experiment, uri = tmp_path / "ray_results" / name, f"sqlite:///{tmp_path}/mlruns.db"
+    first = start([sys.executable, "-m", "study.run", *args], tmp_path, env, tmp_path / "first.log")
+    try:
+        done, checkpointed = wait_for_snapshot(experiment, first, tmp_path / "first.log", lambda d, c: d and c)
+    finally:
+        stop(first)
+    study_id = json.loads((experiment / "study.json").read_text())["study"]["study_id"]
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    told = optuna.load_study(study_name=f"{name}-{study_id}", storage=storage).trials
+    assert 2 <= len(told) < 4 and told[0].state == optuna.trial.TrialState.COMPLETE
+    before = {r.data.tags["trial_id"]: r.data.params for r in runs_of(uri, name)}
+
+    resumed = study_cli(["--resume", "--name", name], tmp_path, env, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "trials finished: 4, failed: 0;" in resumed.stdout or ", stopped by ASHA: " in resumed.stdout
+
+    runs = runs_of(uri, name)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    trials = optuna.load_study(study_name=f"{name}-{study_id}", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    points = sorted((t.params["beta_rec"], t.params["beta_kl"]) for t in trials)
+    logged = sorted((float(r.data.params["beta_rec"]), float(r.data.params["beta_kl"])) for r in runs)
+    assert np.allclose(points, logged, rtol=1e-6) and len(set(points)) == 4
+    assert sorted(t.value for t in trials) == pytest.approx(sorted(r.data.metrics["kl"] for r in runs))
+    for trial_id in done | checkpointed:  # the points sampled before the kill are the ones that ran to the end
+        after = next(r.data.params for r in runs if r.data.tags["trial_id"] == trial_id)
+        assert after["beta_kl"] == before[trial_id]["beta_kl"] and after["beta_rec"] == before[trial_id]["beta_rec"]
+    resumed_runs = [r for r in runs if r.data.tags["trial_id"] in checkpointed - done]
+    assert resumed_runs and all(int(r.data.tags["resumed_from_iteration"]) >= 20 for r in resumed_runs)
 
 
 def test_ray_job_submit_and_address_to_a_local_head(tmp_path):
