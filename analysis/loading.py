@@ -41,7 +41,7 @@ def default_tracking_uri() -> str:
 STATES = ("finished", "stopped_early", "failed", "running")
 # Reported with every evaluation but not measurements of the model.
 BOOKKEEPING_METRICS = ("iteration", "step", "in_game")
-# The order metrics are listed in (DESIGN §4); metrics not named here follow alphabetically.
+# The order metrics are listed in (docs/method.md §3); metrics not named here follow alphabetically.
 METRIC_ORDER = ("gnelbo", "kl", "jsd", "sample_entropy_kl", "assignment_entropy", "fid_gen", "fid_rec",
                 "fd_classifier_gen", "fd_classifier_rec", "precision", "recall", "svm_few", "svm_many", "knn_few",
                 "knn_many", "active_modes", "loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake")

@@ -1,7 +1,7 @@
 """TrainConfig: every knob of one training, validated, and the paper's defaults per dataset and budget.
 
 Configuration is data: a dataclass here, plain dicts across process boundaries (`to_dict` / `from_dict`).
-The key names are stable (search spaces and analysis use them); see shared/DESIGN.md §4.
+The key names are stable (search spaces and analysis use them); see docs/method.md §3.
 """
 
 from __future__ import annotations

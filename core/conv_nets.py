@@ -1,4 +1,4 @@
-"""Soft-IntroVAE's convolutional encoder and decoder for the image benchmarks (shared/DESIGN.md §2 "Images").
+"""Soft-IntroVAE's convolutional encoder and decoder for the image benchmarks (docs/method.md §2.3).
 
 Every conv is bias-free except the decoder's last; BatchNorm after every other conv; LeakyReLU(0.2); AvgPool2 down,
 nearest Upsample×2 up; the decoder has no output activation (its output is the mean of a fixed-variance Gaussian,

@@ -1,4 +1,4 @@
-"""The three-player game: encoder, decoder and a learnable prior, and their updates (shared/DESIGN.md §1).
+"""The three-player game: encoder, decoder and a learnable prior, and their updates (docs/method.md §1).
 
 `warmup_step` is the β-VAE phase; `encoder_step` and `decoder_step` are the Soft-IntroVAE updates with the prior
 cooperating with the decoder (or with the encoder, `prior_with_encoder`). Each step reads like the paper's
@@ -6,7 +6,7 @@ algorithm box, one line a term. Each player's update takes only its own gradient
 parameters), so a frozen player is never touched. The steps return detached loss tensors: no host sync inside.
 
 The mathematics is the literal step's (core/reference_step.py, the oracle of tests/test_fast_step.py); the
-arithmetic is arranged for speed (DESIGN.md §5):
+arithmetic is arranged for speed (docs/method.md §5):
 - every mixture term (MC KL, responsibilities, the regulariser) goes through `mixture_log_prob`, the quadratic form
   with a backward written from the responsibilities;
 - the decoder step reuses the encoder step's x̂ = D(z): the encoder's update does not touch D, so D(z.detach())

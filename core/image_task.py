@@ -1,4 +1,4 @@
-"""The image benchmarks as a task of the game (shared/DESIGN.md §2 "Images"): MNIST, Fashion-MNIST, CIFAR-10, digits.
+"""The image benchmarks as a task of the game (docs/method.md §2.3): MNIST, Fashion-MNIST, CIFAR-10, digits.
 
 What differs from 2D lives here: a fixed train set held on the device and served one epoch per unit, the conv nets
 sized by the image shape (channels_last, bf16 autocast with `precision: bf16`), scale = 1/(C·H·W), the VampPrior's

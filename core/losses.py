@@ -1,4 +1,4 @@
-"""The loss terms of the game as pure functions, each formula in its docstring (shared/DESIGN.md §1)."""
+"""The loss terms of the game as pure functions, each formula in its docstring (docs/method.md §1)."""
 
 import math
 

@@ -1,7 +1,7 @@
 """Log-densities of a diagonal Gaussian mixture, computed as a quadratic form (no (K, N, z) tensor).
 
 Σ_d log N(z_d; μ_kd, σ²_kd) = −½·Σ_d [log 2π + log σ²_kd + z_d²/σ²_kd − 2·z_d·μ_kd/σ²_kd + μ²_kd/σ²_kd]:
-one (N, 2z) × (2z, K) matmul and a (K,) vector, then one logsumexp over K (shared/DESIGN.md §5).
+one (N, 2z) × (2z, K) matmul and a (K,) vector, then one logsumexp over K (docs/method.md §1.2, §5).
 
 `mixture_log_prob` is the form the game differentiates: a custom autograd function that returns log p(z) and the
 mean responsibility r̄ and whose backward is written from the responsibilities (∂ logsumexp = softmax), with the

@@ -34,7 +34,7 @@ class Mixture(NamedTuple):
 
 
 class LogvarClip(nn.Module):
-    """Soft clip of the prior's log-variances into [lo_d, hi_d] per latent dimension (DESIGN.md §1, M3).
+    """Soft clip of the prior's log-variances into [lo_d, hi_d] per latent dimension (docs/method.md §1.6).
 
     clipped = logvar − softplus_s(logvar − hi) + softplus_s(lo − logvar), softplus_s(x) = log(1 + e^{s·x})/s
     (= x when s·x > 20), s = sharpness/(|hi − lo| + 1e-8); where hi = lo the result is hi. Inactive until

@@ -1,4 +1,4 @@
-"""Which model a run's reported image metrics describe: the `protocol` config key (shared/DESIGN.md §2 "Images").
+"""Which model a run's reported image metrics describe: the `protocol` config key (docs/method.md §2.3).
 
 - `clean` (the default): every image metric of the model at the end of training, all networks in eval mode; the
   checkpoints at `metric_epochs` add series of the same metrics over training.

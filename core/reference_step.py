@@ -1,4 +1,4 @@
-"""The literal game step: every term of shared/DESIGN.md §1 computed as it is written. Tests and benchmarks only.
+"""The literal game step: every term of docs/method.md §1 computed as it is written. Tests and benchmarks only.
 
 The oracle for `core.game.Game`: the per-component log-densities are materialised as a (K, B·M, z) tensor and
 reduced, as the paper's code does; log q(z|x) is the Gaussian evaluated at z; every forward is recomputed (the

@@ -1,4 +1,4 @@
-"""The image encoder / decoder: DESIGN.md's layout, shapes per dataset, gradients, channels_last."""
+"""The image encoder / decoder: docs/method.md §2.3's layout, shapes per dataset, gradients, channels_last."""
 
 import pytest
 import torch

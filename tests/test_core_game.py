@@ -1,4 +1,4 @@
-"""Each player's update moves only that player (shared/DESIGN.md §1)."""
+"""Each player's update moves only that player (docs/method.md §1)."""
 
 import pytest
 import torch

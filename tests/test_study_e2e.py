@@ -216,12 +216,12 @@ def test_storage_as_a_file_uri(local_ray, tmp_path, capsys):
     """--storage file://...: Tune, study.json and driver.state all land in that folder, and --resume with the same
     URI finds the finished study there."""
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    storage = f"file://{tmp_path}/shared/ray_results"
+    storage = f"file://{tmp_path}/nfs/ray_results"
     args = ["--space", "learnable_prior", "--budget", "smoke", "--seeds", "1", "--set", "variant=standard",
             "--storage", storage, "--tracking-uri", uri, "--name", "on-uri"]
     assert main(args) == 0
     assert "trials finished: 1, failed: 0" in capsys.readouterr().out
-    folder = tmp_path / "shared" / "ray_results" / "on-uri"
+    folder = tmp_path / "bucket" / "ray_results" / "on-uri"
     assert {"study.json", DRIVER_FILE} <= {p.name for p in folder.iterdir()}
     assert any(folder.glob("train_trial_*/checkpoint_*"))
     assert main(["--resume", "--name", "on-uri", "--storage", storage]) == 0

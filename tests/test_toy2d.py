@@ -1,4 +1,4 @@
-"""The 2D toy densities follow DESIGN.md §2: shapes, determinism and each density's geometry."""
+"""The 2D toy densities follow docs/method.md §2.1: shapes, determinism and each density's geometry."""
 
 import math
 

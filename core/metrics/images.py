@@ -1,4 +1,4 @@
-"""Image metrics (shared/DESIGN.md §2 "Images"): Fréchet distance, k-NN precision / recall, latent probes,
+"""Image metrics (docs/method.md §2.3): Fréchet distance, k-NN precision / recall, latent probes,
 assignment entropy, and the feature extractors they run on.
 
 Features come from pytorch-fid's FID Inception-v3 (2048-d pool3) when its weights file is given (metric names
