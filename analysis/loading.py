@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
+
+from core.config import ConfigError
+from core.overrides import infer_value, parse_value
 
 LOCAL_TRACKING_URI = "sqlite:///mlruns.db"
 STUDY_ROLE_TAG = "priorstudy.role"  # "study" on a study's parent run; its trials' runs nest under it
@@ -47,7 +49,6 @@ METRIC_ORDER = ("gnelbo", "kl", "jsd", "sample_entropy_kl", "assignment_entropy"
                 "knn_many", "active_modes", "loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake")
 IMAGE_DATASETS = ("mnist", "fmnist", "cifar10", "digits")
 RUNS_FILE, HISTORY_FILE, META_FILE = "runs.parquet", "history.parquet", "study.json"
-_INT = re.compile(r"[+-]?\d+")
 
 
 class StudyNotFound(LookupError):
@@ -178,26 +179,21 @@ def download_artifact(study: Study, run_id: str, path: str, dest: str | Path) ->
         return None
 
 
-def parse_param(text: Any) -> Any:
-    """An MLflow param string back to its value: 'None' → None, 'True' → True, '3' → 3, '0.5' → 0.5; else text."""
-    if not isinstance(text, str):
-        return text
-    if text == "None":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    if _INT.fullmatch(text):
-        return int(text)
-    try:
-        return float(text)
-    except ValueError:
-        return text
+def parse_param(text: Any, key: str | None = None) -> Any:
+    """An MLflow param string back to its value, typed as `--set` types that config key (core.overrides), so
+    'None' → None, 'True' → True, '3' → 3, '0.5' → 0.5; keys that are not config keys by their look."""
+    if key is not None:
+        try:
+            return parse_value(key, text)
+        except ConfigError:  # a value the key never takes (an older run's): keep what it looks like
+            pass
+    return infer_value(text)
 
 
-def typed_column(values: list[Any]) -> pd.Series:
+def typed_column(values: list[Any], key: str | None = None) -> pd.Series:
     """One dtype a column: integers (nullable Int64), numbers (float64, '0' and '0.0' the same level),
     booleans (nullable), or the original strings when the values mix kinds."""
-    parsed = [parse_param(v) for v in values]
+    parsed = [parse_param(v, key) for v in values]
     kinds = {type(v) for v in parsed if v is not None}
     if not kinds:
         return pd.Series([None] * len(values), dtype=object)
@@ -347,7 +343,7 @@ def _runs_frame(raw: list) -> tuple[pd.DataFrame, list[str], list[str]]:
                                         "failure_reason", "stopped_early", "start_time", "end_time", "duration_s",
                                         "git_commit", "device_used", "betas_from"])
     frame[["failure_reason", "betas_from"]] = frame[["failure_reason", "betas_from"]].astype(object)
-    columns = {p: typed_column([r.data.params.get(p, "None") for r in raw]) for p in params}
+    columns = {p: typed_column([r.data.params.get(p, "None") for r in raw], p) for p in params}
     metric_columns = {}
     for key in metric_keys:
         column = key if key not in columns and key not in frame else f"{key}_metric"
@@ -439,7 +435,7 @@ def _space_levels(space, factor: str) -> list[Any]:
         return []
     if factor == "variant":
         return list(space.variants)
-    return [parse_param(str(v)) for v in space.grid.get(factor, ())]
+    return [parse_param(str(v), factor) for v in space.grid.get(factor, ())]
 
 
 def _levels(column: pd.Series, order: list[Any]) -> list[Any]:

@@ -314,7 +314,7 @@ def parse_baseline(text: str) -> dict[str, Any] | str:
     spec = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        spec[key.strip()] = parse_param(value.strip())
+        spec[key.strip()] = parse_param(value.strip(), key.strip())
     return spec
 
 
@@ -328,7 +328,7 @@ def find_row(table: pd.DataFrame, factors: list[str], baseline: dict[str, Any] |
         spec = {k: v for k, v in baseline.items() if k in factors}
         if spec:
             match = [label for label, row in table.iterrows()
-                     if all(level_label(row[k]) == level_label(parse_param(str(v))) for k, v in spec.items())]
+                     if all(level_label(row[k]) == level_label(parse_param(str(v), k)) for k, v in spec.items())]
             if len(match) == 1:
                 return match[0]
             if len(match) > 1:

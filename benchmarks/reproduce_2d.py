@@ -38,13 +38,6 @@ NOISE_FLOOR_PAIRS = 20
 COLUMNS = ("kl", "jsd", "gnelbo_1e7", "modes_covered", "near_mode", "active_modes")
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def run_trial(name: str, dataset: str, budget: str, seed: int, overrides: dict, out: str) -> dict:
     """One training in this worker process; returns its final numeric metrics (with mode coverage on 8gaussians)."""
     import torch
@@ -110,10 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key.strip()] = _parse_value(value)
+    from core.overrides import parse_assignments
+
+    overrides = parse_assignments(args.set)
     from core.config import resolve_config
     from core.metrics import modes
 

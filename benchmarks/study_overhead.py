@@ -32,8 +32,9 @@ import threading
 
 import psutil  # a Ray dependency
 
+from core.overrides import parse_assignments
 from search_spaces import design, get
-from study.run import build_parser, connect_ray, parse_overrides, parse_seeds, run_study
+from study.run import build_parser, connect_ray, parse_seeds, run_study
 
 DEFAULT_SET = ["responsibility_weight=0", "iterations=600", "warmup=300", "eval_every=150"]
 
@@ -106,7 +107,7 @@ def main() -> None:
     overrides = [] if args.no_set else (args.overrides or DEFAULT_SET)
 
     d = design(get(args.space), args.dataset, args.budget, seeds=parse_seeds(args.seeds),
-               fixed=parse_overrides(overrides))
+               fixed=parse_assignments(overrides))
     configs = d.validate()
     cores = os.cpu_count() or 1
     slots = max(1, int(cores // args.cpus_per_trial))

@@ -28,39 +28,41 @@ from typing import Any
 import torch
 
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from core.config import BUDGETS, DATASETS, ConfigError, TrainConfig, budget_defaults, resolve_config
+from core.config import (
+    BUDGETS,
+    CHOICES,
+    DATASETS,
+    FIELD_DOCS,
+    ConfigError,
+    TrainConfig,
+    budget_defaults,
+    resolve_config,
+)
 from core.errors import TrainingDiverged
+from core.overrides import kinds, parse_assignments, parse_value
 from core.paths import unwritable
 
 DEFAULT_DATASET, DEFAULT_BUDGET = "8gaussians", "quick"
 RESUME_MAY_CHANGE = ("device", "data_dir", "download")  # where a run runs and where its data lies, not what it is
-PARSERS = {bool: lambda s: _parse_bool(s), int: int, float: float, str: str}
+def _flag_type(key: str):
+    """argparse's type of a config flag: core.overrides' parser, its ConfigError as argparse's own message."""
+
+    def parse(text: str):
+        try:
+            return parse_value(key, text)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = key
+    return parse
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (expected true or false)")
-
-
-def _parse_int_list(text: str) -> list[int]:
-    """'0,80,120' -> [0, 80, 120]; '' -> []."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        message = f"{text!r} is not a comma-separated list of integers (e.g. 0,80,120)"
-        raise argparse.ArgumentTypeError(message) from None
-
-
-def _parse_value(text: str):
-    """A --set value: JSON when it parses (numbers, true/false, lists), else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def _default_shown(field: dataclasses.Field) -> str:
+    """TrainConfig's default (the paper's 2D setting); a dataset and a budget change many of them."""
+    value = field.default
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,16 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, default=None,
                         help="a checkpoint.pt to continue from, with the config it holds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
-    hints = TrainConfig.__annotations__
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config key, as its flag below takes it (e.g. metric_epochs=0,40); the defaults "
+                        "shown are TrainConfig's (the paper's 2D setting), which --dataset and --budget change")
     for field in dataclasses.fields(TrainConfig):
-        if field.name in ("dataset", "extra", "lr_milestones"):
+        if field.name == "dataset":
             continue
-        hint = str(hints[field.name])
-        kind = next((t for t in (bool, int, float, str) if t.__name__ in hint), str)
-        parse = _parse_int_list if hint.startswith("tuple") else PARSERS[kind]  # --metric-epochs 0,80,120
-        switch = {"nargs": "?", "const": True} if kind is bool else {}  # a bare --download means true
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=parse, default=None, **switch)
+        kind = kinds()[field.name]
+        switch = {"nargs": "?", "const": True} if kind.base is bool else {}  # a bare --download means true
+        choices = f"; one of {', '.join(CHOICES[field.name])}" if field.name in CHOICES else ""
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_flag_type(field.name),
+                            default=None, metavar=field.name.upper() if not switch else None,
+                            help=f"{FIELD_DOCS[field.name]} (default: {_default_shown(field)}{choices})", **switch)
     return parser
 
 
@@ -129,14 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config keys the command line sets: --dataset, every config flag, --set KEY=VALUE."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if f.name not in ("dataset", "extra", "lr_milestones") and getattr(args, f.name) is not None}
-    if args.dataset is not None:
-        overrides["dataset"] = args.dataset
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--set {item!r} must be KEY=VALUE")
-        overrides[key.strip()] = _parse_value(value)
+                 if getattr(args, f.name) is not None}
+    overrides.update(parse_assignments(args.set))
     return overrides
 
 

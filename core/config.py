@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 TOY_DATASETS = ("8gaussians", "2spirals", "checkerboard", "rings")
@@ -25,6 +25,56 @@ PRECISIONS = ("fp32", "bf16")
 BUDGETS = ("smoke", "demo", "quick", "paper")
 # The paper scores its image models at the start of these epochs (the model after the last epoch is never scored).
 PAPER_METRIC_EPOCHS = (0, 80, 120, 160, 200, 219)
+
+
+# What each key means: `python -m core --help` shows it with the key's default and choices.
+FIELD_DOCS = {
+    "dataset": "benchmark: a 2D density or an image dataset",
+    "model": "vae: a plain beta-VAE (all warm-up); sintro: the Soft-IntroVAE game after warm-up",
+    "prior": "N(0,I) (standard), a free mixture (mog), a VampPrior (vamp), or the VampPrior turned into a MoG",
+    "num_components": "K, the prior's mixture components (1 for standard)",
+    "learnable_weights": "LC: the mixture weights learn (else fixed uniform)",
+    "prior_in_game": "IP: the prior keeps learning in the game through its samples' gradients",
+    "prior_with_encoder": "the prior steps with the encoder (the paper's image variant), not with the decoder",
+    "clip": "the prior's log-variance clipping: none, adaptive (bounds taken when the game starts) or fixed",
+    "clip_logvar_min": "lower log-variance bound of clip=fixed",
+    "clip_logvar_max": "upper log-variance bound of clip=fixed",
+    "clip_sharpness": "s times the bounds' width in the soft clip",
+    "responsibility_weight": "lambda, the weight of the responsibility regulariser in the encoder's loss",
+    "beta_rec": "weight of the reconstruction terms",
+    "beta_kl": "weight of the real data's KL",
+    "beta_neg": "weight of the fakes' KL inside the encoder's exp-ELBO",
+    "gamma_r": "weight of the decoder's reconstruction-of-fakes terms",
+    "alpha": "the exp-ELBO's exponent",
+    "z_dim": "latent dimensions",
+    "batch_size": "real samples a step",
+    "lr": "Adam learning rate of encoder and decoder",
+    "prior_lr": "Adam learning rate of the prior",
+    "lr_milestones": "units at which every learning rate is multiplied by 0.1",
+    "iterations": "training length of a 2D run, in iterations",
+    "epochs": "training length of an image run, in epochs",
+    "warmup": "beta-VAE units before the game starts",
+    "mog_warmup": "units before warm-up's end at which the VampPrior becomes a MoG",
+    "mc_samples": "M, Monte-Carlo samples per posterior in every KL",
+    "kl_estimator": "mc (the paper's, every prior) or analytic (N(0,I) only)",
+    "protocol": "clean, or paper: the paper code's quirks (its weight reset, its image FID protocol)",
+    "seed": "seed of initialisation, data and noise",
+    "device": "auto (cuda when present), cpu, cuda or cuda:N",
+    "precision": "fp32, or bf16 autocast for the image nets",
+    "eval_every": "units between evaluations (metrics, report, checkpoint)",
+    "metric_epochs": "image runs: epochs (completed) at which every image metric is computed",
+    "eval_samples": "2D: points per histogram metric; images: samples of the cheap per-evaluation metrics",
+    "gnelbo_grid": "2D: side of the gnELBO grid (the paper's 1024; coarser grids are reweighted)",
+    "gnelbo_batches": "2D: batches of 128 real points in gnELBO",
+    "data_dir": "images: folder holding the dataset",
+    "download": "images: download the dataset into data_dir if it is missing",
+    "inception_weights": "images: pytorch-fid's FID Inception weights file (without it: fd_classifier, not FID)",
+    "fid_samples": "images: real and generated images per Frechet distance",
+    "probe_samples": "images: train/test images for the latent probes (none: all)",
+    "classifier_epochs": "images: training epochs of the fd_classifier feature network",
+}
+CHOICES = {"dataset": DATASETS, "model": MODELS, "prior": PRIORS, "clip": CLIP_MODES,
+           "kl_estimator": KL_ESTIMATORS, "protocol": PROTOCOLS, "precision": PRECISIONS}
 
 
 class ConfigError(ValueError):
@@ -85,7 +135,6 @@ class TrainConfig:
     fid_samples: int = 50_000
     probe_samples: int | None = None
     classifier_epochs: int = 5
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_image(self) -> bool:
@@ -125,7 +174,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            shown = sorted(known - {"extra"})  # a free-form dict, not a key anyone sets
+            shown = sorted(known)
             raise ConfigError(f"unknown config key(s) {unknown} ({did_you_mean(unknown, shown)}known keys: "
                               f"{', '.join(shown)})")
         values = dict(values)
@@ -139,13 +188,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad key; called before any training starts."""
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("model", self.model, MODELS)
-        _choice("prior", self.prior, PRIORS)
-        _choice("clip", self.clip, CLIP_MODES)
-        _choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
-        _choice("protocol", self.protocol, PROTOCOLS)
-        _choice("precision", self.precision, PRECISIONS)
+        for key, allowed in CHOICES.items():
+            _choice(key, getattr(self, key), allowed)
         for key in ("learnable_weights", "prior_in_game", "prior_with_encoder", "download"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key} = {getattr(self, key)!r} is not a boolean (expected true or false)")

@@ -11,7 +11,6 @@ are kept, unfinished ones continue from their last checkpoint.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
 from core.metrics.modes import LEARNED_NEAR_MODE, learned
+from core.overrides import parse_assignments
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
 from study import betas_from, driver, optuna_study, ray_auth, storage, tracking
 from study.storage import StorageError, StudyFolder
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="trials of a searched space (default: the space's)")
     p.add_argument("--seeds", help="seeds: N for 0..N-1, or a list like 0,3,7 or a range 0-4 (default: the space's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a config key for every trial (repeatable); fixing a grid axis collapses it")
+                   help="fix a config key for every trial (repeatable), typed as python -m core types it (its --help "
+                        "lists every key with its meaning); fixing a grid axis collapses it")
     p.add_argument("--data-dir", help="folder of the image datasets in torchvision's layout (default ./data); "
                                       "every Ray node must see it at this path")
     p.add_argument("--download", action="store_true",
@@ -128,40 +129,10 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
     return tuple(range(count))
 
 
-def parse_value(key: str, text: str) -> Any:
-    """A --set value, typed by the TrainConfig field it sets ('none' is a clip mode, not None)."""
-    fields = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    if key not in fields or fields[key] == "str":
-        return text
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null") and "None" in fields[key]:
-        return None
-    if fields[key].startswith(("tuple", "list")):
-        return [parse_value("seed", v.strip()) for v in text.strip("[]()").split(",") if v.strip()]
-    for kind in (float,) if fields[key].startswith("float") else (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise StudyError(f"--set {item!r} is not KEY=VALUE")
-        out[key.strip()] = parse_value(key.strip(), value.strip())
-    return out
-
-
 def user_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """--set values with --data-dir and --inception-weights; file paths made absolute, as Ray runs each trial in
     its own working directory. An image study always records the data folder it read."""
-    out = parse_overrides(args.overrides)
+    out = parse_assignments(args.overrides)
     if args.data_dir is not None:
         out["data_dir"] = args.data_dir
     if args.inception_weights is not None:

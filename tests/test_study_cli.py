@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import ray
 
+from core.overrides import parse_assignments
 from search_spaces import design, get
 from search_spaces.space import resolve_trial
 from study.betas_from import BetasError, choose
-from study.run import StudyError, check_resources, main, parse_overrides, parse_seeds, summarize
+from study.run import StudyError, check_resources, main, parse_seeds, summarize
 from study.tracking import TrackingError, absolute_tracking_uri, check_tracking_uri, mlflow_ui_hint
 from study.trainable import tune_metrics
 
@@ -168,7 +169,7 @@ def test_seed_and_value_parsing():
     assert parse_seeds(None) is None
     with pytest.raises(StudyError):
         parse_seeds("0")
-    assert parse_overrides(["clip=none", "clip_logvar_min=none", "lr=1e6", "iterations=200", "beta_rec=1",
+    assert parse_assignments(["clip=none", "clip_logvar_min=none", "lr=1e6", "iterations=200", "beta_rec=1",
                             "learnable_weights=false", "lr_milestones=[10,20]", "variant=vae-vamp"]) == {
         "clip": "none", "clip_logvar_min": None, "lr": 1e6, "iterations": 200, "beta_rec": 1.0,
         "learnable_weights": False, "lr_milestones": [10, 20], "variant": "vae-vamp"}

@@ -68,6 +68,6 @@ _SAMPLERS = {"8gaussians": _eight_gaussians, "2spirals": _two_spirals, "checkerb
 
 
 def sample_toy2d(name: str, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
-    """n fresh points of a toy density as an (n, 2) float32 tensor (formulas in docs/method.md §2.1 and each sampler)."""
+    """n fresh points of a toy density as an (n, 2) float32 tensor (docs/method.md §2.1, and each sampler)."""
     _check(name)
     return _SAMPLERS[name](n, generator, device).float()
