@@ -4,8 +4,8 @@
 (finished | stopped_early | failed | running), failure_reason, device_used (the tag; `device` is the config
 key), betas_from (the grid run a trial's betas came from, if any), the full resolved config as typed columns (the
 study's factors among them), and the final value of every metric (MLflow's latest value: the largest step; a
-metric named like a config key gets the column NAME_metric: the k-NN `precision` of an image study is
-`precision_metric`, as `precision` is the fp32 | bf16 config key).
+metric named like a param would get the column NAME_metric; core/metric_names.py keeps metric names and config
+keys apart, so none does).
 `history`: one row per logged value: run_id, trial_id, metric, step (= iteration or epoch), value, timestamp.
 
 The layout read here is the one study/tracking.py writes: one experiment per study, one run per trial, params =
@@ -27,7 +27,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from core.config import ConfigError
+from core import metric_names
+from core.config import IMAGE_DATASETS, UNIT_NAMES, ConfigError
 from core.overrides import infer_value, parse_value
 
 LOCAL_TRACKING_URI = "sqlite:///mlruns.db"
@@ -42,12 +43,7 @@ def default_tracking_uri() -> str:
 
 STATES = ("finished", "stopped_early", "failed", "running")
 # Reported with every evaluation but not measurements of the model.
-BOOKKEEPING_METRICS = ("iteration", "step", "in_game")
-# The order metrics are listed in (docs/method.md §3); metrics not named here follow alphabetically.
-METRIC_ORDER = ("gnelbo", "kl", "jsd", "sample_entropy_kl", "assignment_entropy", "fid_gen", "fid_rec",
-                "fd_classifier_gen", "fd_classifier_rec", "precision", "recall", "svm_few", "svm_many", "knn_few",
-                "knn_many", "active_modes", "loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake")
-IMAGE_DATASETS = ("mnist", "fmnist", "cifar10", "digits")
+BOOKKEEPING_METRICS = (*UNIT_NAMES, "step", "in_game")
 RUNS_FILE, HISTORY_FILE, META_FILE = "runs.parquet", "history.parquet", "study.json"
 
 
@@ -383,20 +379,12 @@ def _objective(space, dataset: str | None, metric_columns: list[str]) -> tuple[s
     """The space's metric and mode (its FID measured as fd_classifier where the study had no Inception weights);
     without a known space, kl (2D) or FID (images), minimised."""
     if space is not None:
-        fallback = "fd_classifier_" + space.metric.removeprefix("fid_")
-        if space.metric.startswith("fid_") and space.metric not in metric_columns and fallback in metric_columns:
-            return fallback, space.mode
-        return space.metric, space.mode
-    if dataset in IMAGE_DATASETS:
-        return ("fid_gen" if "fid_gen" in metric_columns or "fd_classifier_gen" not in metric_columns
-                else "fd_classifier_gen"), "min"
-    return "kl", "min"
+        return metric_names.as_measured(space.metric, metric_columns), space.mode
+    return metric_names.as_measured("fid_gen" if dataset in IMAGE_DATASETS else "kl", metric_columns), "min"
 
 
 def _ordered_metrics(columns: list[str]) -> list[str]:
-    measured = [c for c in columns if c not in BOOKKEEPING_METRICS]
-    known = [m for m in METRIC_ORDER if m in measured]
-    return known + sorted(set(measured) - set(known))
+    return metric_names.ordered([c for c in columns if c not in BOOKKEEPING_METRICS])
 
 
 def _varying(runs: pd.DataFrame, params: list[str]) -> list[str]:

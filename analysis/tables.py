@@ -22,19 +22,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.loading import IMAGE_DATASETS, add_config_labels, level_label, parse_param
+from core import metric_names
 
-# the paper's 2D columns, then (8gaussians) the mode coverage that says whether a trial learned the data
-TABLE_METRICS_2D = ("gnelbo", "kl", "jsd", "sample_entropy_kl", "near_mode", "modes_covered")
-TABLE_METRICS_IMAGES = ("assignment_entropy", "fid_gen", "fid_rec", "precision", "recall", "svm_few", "svm_many",
-                        "knn_few", "knn_many")
-# Lower (-1) or higher (+1) is better; metrics absent here (sample_entropy_kl, active_modes, losses) get no mark.
-DIRECTIONS = {"kl": -1, "jsd": -1, "gnelbo": -1, "fid_gen": -1, "fid_rec": -1, "fd_classifier_gen": -1,
-              "fd_classifier_rec": -1, "precision": 1, "recall": 1, "svm_few": 1, "svm_many": 1, "knn_few": 1,
-              "knn_many": 1, "assignment_entropy": 1, "near_mode": 1, "modes_covered": 1}
-# A metric named like a config key is loaded as NAME_metric (analysis/loading.py): the k-NN `precision` of the
-# generations shares its name with the config key `precision` (fp32 | bf16).
-DIRECTIONS["precision_metric"] = DIRECTIONS["precision"]
-SCALES = {"gnelbo": 1e7}  # the paper prints gnELBO ×1e7
 DEFAULT_BASELINES = {
     "learnable_prior": {"variant": "standard"},
     "ablation_regularizers": {"clip": "none", "responsibility_weight": 0.0},
@@ -69,9 +58,9 @@ class AblationTable:
 
     def best(self, metric: str) -> list[str]:
         """Configurations with the best mean of `metric` (ties all), or none when the metric has no direction."""
-        direction = DIRECTIONS.get(metric)
+        direction = metric_names.direction(metric)
         means = self.stats[f"{metric}_mean"].dropna()
-        if direction is None or means.empty:
+        if direction == metric_names.NEITHER or means.empty:
             return []
         target = means.min() if direction < 0 else means.max()
         return list(means.index[np.isclose(means, target, rtol=1e-12, atol=0)])
@@ -111,7 +100,7 @@ class AblationTable:
                 out[header] = self.stats[column].astype(int).astype(str)
         for m in self.metrics:
             best, significant = set(self.best(m)), set(self.significant(m))
-            scale = SCALES.get(m, 1.0)
+            scale = metric_names.scale(m)
             column = []
             for label, row in self.stats.iterrows():
                 mean, spread_value = row[f"{m}_mean"], row[f"{m}_{spread}"]
@@ -142,7 +131,7 @@ class AblationTable:
         n = int(self.stats["n"].min())
         found = []
         for label, row in self.stats.iterrows():
-            differs = [f"{metric_header(m).split(' ')[0]} {row[f'{m}_diff'] * SCALES.get(m, 1.0):+.{self.decimals}f} "
+            differs = [f"{m} {row[f'{m}_diff'] * metric_names.scale(m):+.{self.decimals}f} "
                        f"(p = {_p_text(row[f'{m}_p_welch'])})" for m in self.metrics
                        if label != self.baseline and row[f"{m}_p_welch"] < self.alpha]
             if differs:
@@ -161,7 +150,7 @@ class AblationTable:
         out = pd.DataFrame(index=self.stats.index)
         out["configuration"] = list(self.stats.index)
         for m in self.metrics:
-            scale = SCALES.get(m, 1.0)
+            scale = metric_names.scale(m)
             out[metric_header(m)] = [
                 "baseline" if label == self.baseline else
                 f"Δ {row[f'{m}_diff'] * scale:+.{self.decimals}f}, p = {_p_text(row[f'{m}_p_welch'])}"
@@ -194,25 +183,17 @@ class AblationTable:
 
 
 def metric_header(metric: str) -> str:
-    arrow = {-1: " ↓", 1: " ↑"}.get(DIRECTIONS.get(metric), "")
-    scale = SCALES.get(metric)
-    name = metric.removesuffix("_metric")
-    return f"{name} (×{scale:.0e})".replace("e+0", "e") + arrow if scale else name + arrow
+    arrow = {metric_names.LOWER: " ↓", metric_names.HIGHER: " ↑"}.get(metric_names.direction(metric), "")
+    scale = metric_names.scale(metric)
+    return f"{metric} (×{scale:.0e})".replace("e+0", "e") + arrow if scale != 1 else metric + arrow
 
 
 def table_metrics(metrics: list[str], dataset: str | None) -> list[str]:
     """The paper's columns for the dataset's kind that the study measured (FD on the classifier's features in place
-    of FID without Inception weights; `precision` as loaded, precision_metric); any other measured metrics when none
-    of them is there."""
-    wanted = TABLE_METRICS_IMAGES if dataset in IMAGE_DATASETS else TABLE_METRICS_2D
-    chosen = []
-    for m in wanted:
-        if m in metrics:
-            chosen.append(m)
-        elif m.startswith("fid_") and f"fd_classifier_{m[4:]}" in metrics:
-            chosen.append(f"fd_classifier_{m[4:]}")
-        elif f"{m}_metric" in metrics:
-            chosen.append(f"{m}_metric")
+    of FID without Inception weights); any other measured metrics when none of them is there."""
+    wanted = metric_names.TABLE_COLUMNS["image" if dataset in IMAGE_DATASETS else "2d"]
+    chosen = [metric_names.as_measured(m, metrics) for m in wanted]
+    chosen = [m for m in chosen if m in metrics]
     return chosen or [m for m in metrics if not m.startswith("loss_")]
 
 

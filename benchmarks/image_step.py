@@ -48,7 +48,7 @@ def _synchronize(device: torch.device) -> None:
 def make_step(dataset: str, precision: str, device: torch.device, steps: int, phase: str, reference: bool = False):
     """The game's step for `phase` on a fresh Game (or ReferenceGame), run WARMUP_STEPS times, and full batches of
     random images."""
-    config = resolve_config(dataset, "paper", precision=precision, device=device.type)
+    config = resolve_config(dataset, "paper", autocast=precision, device=device.type)
     shape = (3, 32, 32) if dataset == "cifar10" else (1, 28, 28)
     n = max(config.batch_size * (steps + WARMUP_STEPS), config.num_components)
     torch.manual_seed(0)

@@ -258,7 +258,7 @@ def _interrupted(args: argparse.Namespace, config: TrainConfig | None, saver: _S
 
 
 def _unit(config: TrainConfig | None) -> str:
-    return "epoch" if config is not None and config.is_image else "iteration"
+    return config.unit_name if config is not None else "iteration"
 
 
 def _position(config: TrainConfig, unit: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,10 @@ CLIP_MODES = ("none", "adaptive", "fixed")
 MODELS = ("vae", "sintro")
 KL_ESTIMATORS = ("mc", "analytic")
 PROTOCOLS = ("clean", "paper")
-PRECISIONS = ("fp32", "bf16")
+AUTOCAST_MODES = ("fp32", "bf16")
 BUDGETS = ("smoke", "demo", "quick", "paper")
+# The unit a run counts its training in, and the key its reports carry it under: 2D runs iterations, images epochs.
+UNIT_NAMES = ("iteration", "epoch")
 # The paper scores its image models at the start of these epochs (the model after the last epoch is never scored).
 PAPER_METRIC_EPOCHS = (0, 80, 120, 160, 200, 219)
 
@@ -60,7 +62,7 @@ FIELD_DOCS = {
     "protocol": "clean, or paper: the paper code's quirks (its weight reset, its image FID protocol)",
     "seed": "seed of initialisation, data and noise",
     "device": "auto (cuda when present), cpu, cuda or cuda:N",
-    "precision": "fp32, or bf16 autocast for the image nets",
+    "autocast": "fp32, or bf16: the image nets run under bf16 autocast",
     "eval_every": "units between evaluations (metrics, report, checkpoint)",
     "metric_epochs": "image runs: epochs (completed) at which every image metric is computed",
     "eval_samples": "2D: points per histogram metric; images: samples of the cheap per-evaluation metrics",
@@ -74,11 +76,16 @@ FIELD_DOCS = {
     "classifier_epochs": "images: training epochs of the fd_classifier feature network",
 }
 CHOICES = {"dataset": DATASETS, "model": MODELS, "prior": PRIORS, "clip": CLIP_MODES,
-           "kl_estimator": KL_ESTIMATORS, "protocol": PROTOCOLS, "precision": PRECISIONS}
+           "kl_estimator": KL_ESTIMATORS, "protocol": PROTOCOLS, "autocast": AUTOCAST_MODES}
 
 
 class ConfigError(ValueError):
     """A configuration value is unknown or out of range; the message names the key, the value and what is allowed."""
+
+
+def reported_unit(report: Mapping[str, Any], default: Any = None) -> Any:
+    """The iteration (2D) or epoch (images) a report was made at."""
+    return next((report[name] for name in UNIT_NAMES if name in report), default)
 
 
 def did_you_mean(words: Iterable[str], choices: Iterable[str]) -> str:
@@ -123,7 +130,7 @@ class TrainConfig:
     protocol: str = "clean"
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    autocast: str = "fp32"
     eval_every: int = 1_000
     metric_epochs: tuple[int, ...] = ()
     eval_samples: int = 5_000
@@ -139,6 +146,10 @@ class TrainConfig:
     @property
     def is_image(self) -> bool:
         return self.dataset in IMAGE_DATASETS
+
+    @property
+    def unit_name(self) -> str:
+        return "epoch" if self.is_image else "iteration"
 
     @property
     def total_units(self) -> int:

@@ -4,7 +4,7 @@ Every conv is bias-free except the decoder's last; BatchNorm after every other c
 nearest Upsample×2 up; the decoder has no output activation (its output is the mean of a fixed-variance Gaussian,
 scored by MSE against images in [0, 1]). The nets work unchanged in torch.channels_last memory format.
 
-precision 'bf16' runs a net's layers under bf16 autocast and returns float32: the autocast region ends at the net's
+autocast 'bf16' runs a net's layers under bf16 autocast and returns float32: the autocast region ends at the net's
 output, so the mixture log-densities, KLs and reconstruction errors that the game computes stay in float32.
 """
 
@@ -15,21 +15,21 @@ import itertools
 import torch
 from torch import nn
 
-from core.config import PRECISIONS
+from core.config import AUTOCAST_MODES
 
 __all__ = ["ConvDecoder", "ConvEncoder", "ResidualBlock", "default_channels"]
 
 _DEFAULT_CHANNELS = {32: (64, 128, 256), 28: (64, 128), 8: (32, 64)}
 
 
-def _check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (expected: {', '.join(PRECISIONS)})")
-    return precision
+def _check_autocast(autocast: str) -> str:
+    if autocast not in AUTOCAST_MODES:
+        raise ValueError(f"unknown autocast {autocast!r} (expected: {', '.join(AUTOCAST_MODES)})")
+    return autocast
 
 
-def _autocast(x: torch.Tensor, precision: str) -> torch.autocast:
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def _autocast(x: torch.Tensor, autocast: str) -> torch.autocast:
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast == "bf16")
 
 
 def default_channels(image_shape: tuple[int, int, int]) -> tuple[int, ...]:
@@ -81,10 +81,10 @@ class ConvEncoder(nn.Module):
         image_shape: tuple[int, int, int],
         z_dim: int,
         channels: tuple[int, ...] | None = None,
-        precision: str = "fp32",
+        autocast: str = "fp32",
     ):
         super().__init__()
-        self.precision = _check_precision(precision)
+        self.autocast = _check_autocast(autocast)
         channels = tuple(channels or default_channels(image_shape))
         height, width = _bottleneck_size(image_shape, channels)
         layers: list[nn.Module] = [
@@ -100,7 +100,7 @@ class ConvEncoder(nn.Module):
         self.fc = nn.Linear(channels[-1] * height * width, 2 * z_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with _autocast(x, self.precision):
+        with _autocast(x, self.autocast):
             out = self.fc(self.body(x).flatten(1))
         mu, logvar = out.float().chunk(2, dim=1)
         return mu, logvar
@@ -114,10 +114,10 @@ class ConvDecoder(nn.Module):
         image_shape: tuple[int, int, int],
         z_dim: int,
         channels: tuple[int, ...] | None = None,
-        precision: str = "fp32",
+        autocast: str = "fp32",
     ):
         super().__init__()
-        self.precision = _check_precision(precision)
+        self.autocast = _check_autocast(autocast)
         channels = tuple(channels or default_channels(image_shape))
         height, width = _bottleneck_size(image_shape, channels)
         self.start_shape = (channels[-1], height, width)
@@ -131,6 +131,6 @@ class ConvDecoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        with _autocast(z, self.precision):
+        with _autocast(z, self.autocast):
             x = self.body(self.fc(z).view(z.shape[0], *self.start_shape))
         return x.float()

@@ -1,7 +1,7 @@
 """The image benchmarks as a task of the game (docs/method.md §2.3): MNIST, Fashion-MNIST, CIFAR-10, digits.
 
 What differs from 2D lives here: a fixed train set held on the device and served one epoch per unit, the conv nets
-sized by the image shape (channels_last, bf16 autocast with `precision: bf16`), scale = 1/(C·H·W), the VampPrior's
+sized by the image shape (channels_last, bf16 autocast with `autocast: bf16`), scale = 1/(C·H·W), the VampPrior's
 pseudo-inputs taken from the first K images of the shuffled train set, and the image metrics. The game itself is
 the one of core/game.py.
 
@@ -105,8 +105,8 @@ class ImageTask:
         return self.test_set.images
 
     def make_nets(self, config: TrainConfig) -> tuple[ConvEncoder, ConvDecoder]:
-        encoder = ConvEncoder(self.image_shape, config.z_dim, precision=config.precision)
-        decoder = ConvDecoder(self.image_shape, config.z_dim, precision=config.precision)
+        encoder = ConvEncoder(self.image_shape, config.z_dim, autocast=config.autocast)
+        decoder = ConvDecoder(self.image_shape, config.z_dim, autocast=config.autocast)
         return encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)
 
     def batches(self, unit: int) -> Iterator[torch.Tensor]:

@@ -19,10 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from core import metric_names
 from core.config import TrainConfig
-
-# The generation score the paper selects by: FID, or our classifier's Fréchet distance without Inception weights.
-SELECTION_METRICS = ("fid_gen", "fd_classifier_gen")
 
 
 def full_evaluation(config: TrainConfig, unit: int, done: bool) -> bool:
@@ -42,10 +40,10 @@ def select_checkpoint(scores: Mapping[int, Mapping[str, float]]) -> dict[str, fl
     if not scores:
         raise ValueError("no scored checkpoints to select from (metric_epochs is empty)")
     first = scores[min(scores)]
-    metric = next((m for m in SELECTION_METRICS if m in first), None)
+    metric = next((m for m in metric_names.SELECTION if m in first), None)
     if metric is None:
         raise ValueError(
-            f"the scored checkpoints carry none of {', '.join(SELECTION_METRICS)} (they have: {', '.join(first)})"
+            f"the scored checkpoints carry none of {', '.join(metric_names.SELECTION)} (they have: {', '.join(first)})"
         )
     epoch = min(sorted(scores), key=lambda e: (math.isnan(scores[e][metric]), scores[e][metric]))
     return {**scores[epoch], "selected_epoch": epoch}

@@ -151,7 +151,7 @@ def train(
             scores[unit] = metrics
         if done and config.is_image and config.protocol == "paper":
             metrics = {**metrics, **select_checkpoint(scores)}
-        return {**latest, **metrics, "iteration": unit, "step": step, "in_game": game.in_game, "done": done}
+        return {**latest, **metrics, config.unit_name: unit, "step": step, "in_game": game.in_game, "done": done}
 
     def report_and_checkpoint(done: bool) -> None:
         nonlocal report

@@ -22,10 +22,9 @@ from typing import Any
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
+from core import metric_names
 from core.config import BUDGETS, DATASETS, TOY_DATASETS, ConfigError, TrainConfig, resolve_config
 
-METRICS = ("kl", "jsd", "gnelbo", "sample_entropy_kl", "fid_gen", "fid_rec", "fd_classifier_gen", "precision",
-           "recall", "svm_few", "svm_many", "knn_few", "knn_many", "assignment_entropy")
 MODES = ("min", "max")
 # Searched parameters that are not config keys: each becomes config keys in `derived_overrides`.
 DERIVED = ("beta_neg_multiple",)
@@ -75,8 +74,9 @@ class SearchSpace:
 
     def check(self) -> None:
         """Structural checks that need no dataset: metric, mode, grid or search, seeds, samples."""
-        if self.metric not in METRICS:
-            raise SpaceError(f"space {self.name!r}: unknown metric {self.metric!r} (expected: {', '.join(METRICS)})")
+        if self.metric not in metric_names.OBJECTIVES:
+            raise SpaceError(f"space {self.name!r}: unknown metric {self.metric!r} (expected: "
+                             f"{', '.join(metric_names.OBJECTIVES)})")
         if self.mode not in MODES:
             raise SpaceError(f"space {self.name!r}: unknown mode {self.mode!r} (expected: min, max)")
         if self.searched and (self.grid or self.variants):
@@ -132,9 +132,8 @@ class StudyDesign:
     def metric(self) -> str:
         """The space's metric as this study measures it: without Inception weights an FID is measured on our
         classifier's features and named fd_classifier_* (never fid)."""
-        if self.space.metric.startswith("fid_") and not self.fixed.get("inception_weights"):
-            return "fd_classifier_" + self.space.metric.removeprefix("fid_")
-        return self.space.metric
+        return self.space.metric if self.fixed.get("inception_weights") else metric_names.without_inception(
+            self.space.metric)
 
     def study_config(self) -> dict[str, Any]:
         """The constant part of every trial config: how to build the TrainConfig, as plain data."""

@@ -31,7 +31,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # CheckpointConfig(num_to_keep) forces an experiment snapshot per kept checkpoint: wanted (exact resume), not a warning.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
-from core.config import BUDGETS, IMAGE_DATASETS, ConfigError, TrainConfig, resolve_config
+from core.config import BUDGETS, IMAGE_DATASETS, UNIT_NAMES, ConfigError, TrainConfig, reported_unit, resolve_config
 from core.metrics.modes import LEARNED_NEAR_MODE, learned
 from core.overrides import parse_assignments
 from search_spaces import SPACES, SpaceError, StudyDesign, design, get
@@ -308,7 +308,7 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
         base = resolve_config(d.dataset, d.budget, **d.fixed)
         # Compare trials first at the first evaluation after warm-up: before it, the game has not started.
         grace = base.warmup + base.eval_every if base.game_starts else base.eval_every
-        scheduler = ASHAScheduler(time_attr="iteration", max_t=base.total_units,
+        scheduler = ASHAScheduler(time_attr=base.unit_name, max_t=base.total_units,
                                   grace_period=min(grace, base.total_units), reduction_factor=2)
         search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.metric,
                                   mode=d.space.mode, sampler=optuna_study.make_sampler(d.samples, d.seeds[0]),
@@ -406,10 +406,11 @@ def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
             failures.append(f"  {trial}: {describe_error(result.error)}")
             continue
         if trial in interrupted:
-            stopped.append(f"  {trial}: at iteration {result.metrics.get('iteration', 0)}")
+            unit = next((name for name in UNIT_NAMES if name in result.metrics), "iteration")
+            stopped.append(f"  {trial}: at {unit} {result.metrics.get(unit, 0)}")
             continue
         if result.metrics and metric in result.metrics:
-            if d.searched and result.metrics.get("iteration", math.inf) < units_of(d, result.config):
+            if d.searched and reported_unit(result.metrics, math.inf) < units_of(d, result.config):
                 early.append(trial)  # stopped by ASHA at a rung: its metric is an unfinished model's
                 continue
             point = {k: v for k, v in result.config.items() if k != "seed"}

@@ -30,6 +30,7 @@ from urllib.parse import urlparse, urlunparse
 from ray import tune
 
 from analysis.loading import LOCAL_TRACKING_URI, STUDY_ROLE_TAG, default_tracking_uri  # noqa: F401 (one home)
+from core.config import UNIT_NAMES, reported_unit
 from core.paths import unwritable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -348,8 +349,9 @@ class TrialRun:
         if existing is not None:
             mlflow.set_tracking_uri(uri)
             mlflow.start_run(run_id=existing.info.run_id)
-            history = _client(uri).get_metric_history(existing.info.run_id, "iteration")
-            return cls(mlflow, uri, existing.info.run_id, max((m.step for m in history), default=-1))
+            client = _client(uri)
+            steps = [m.step for name in UNIT_NAMES for m in client.get_metric_history(existing.info.run_id, name)]
+            return cls(mlflow, uri, existing.info.run_id, max(steps, default=-1))
         all_tags = {**study["tags"], **_parent_tag(study), "study_id": study["study_id"], "trial_id": trial_id,
                     "trial_name": trial_name, **tags}
         module = setup_mlflow(tracking_uri=uri, experiment_id=study["experiment_id"], run_name=trial_name,
@@ -358,7 +360,7 @@ class TrialRun:
         return cls(module, uri, module.active_run().info.run_id, -1)
 
     def log_report(self, report: Mapping[str, Any]) -> None:
-        step = int(report["iteration"])
+        step = int(reported_unit(report))
         if step > self.logged_until:
             self.mlflow.log_metrics(metrics_of(report), step=step)
             self.logged_until = step

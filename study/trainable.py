@@ -24,6 +24,7 @@ import torch
 from ray import tune
 
 from core.checkpoint import load_checkpoint
+from core.config import UNIT_NAMES, reported_unit
 from search_spaces.space import resolve_trial, searched_params, variant_tags
 from study.driver import exit_if_orphaned
 from study.tracking import TrialRun
@@ -40,7 +41,7 @@ def tune_metrics(report: Mapping[str, Any], first: str) -> dict[str, Any]:
     """What Tune gets from a core report: the numbers, without core's `done` (a reserved key in Tune); `first`
     (the study's metric) leads, as Tune's table shows the first four metrics of a result."""
     numbers = {k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "done"}
-    lead = [k for k in (first, "iteration", "active_modes") if k in numbers]
+    lead = [k for k in (first, *UNIT_NAMES, "active_modes") if k in numbers]
     return {**{k: numbers[k] for k in lead}, **numbers}
 
 
@@ -141,7 +142,7 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
     exit_if_orphaned(study.get("driver"))
     # Time inside core.train in this process (wall, and CPU of all its threads): the study-overhead benchmark's data.
     final = {**final, "train_time_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
-    run.log_metrics({k: final[k] for k in ("train_time_s", "train_cpu_s")}, step=final["iteration"])
+    run.log_metrics({k: final[k] for k in ("train_time_s", "train_cpu_s")}, step=reported_unit(final))
     run.log_artifacts(out_dir, checkpoint=study.get("checkpoints", "all") == "all")
     run.finish()
     _save(tune_metrics(final, study["metric"]), pending.get("final_state"), final=True)

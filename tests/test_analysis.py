@@ -333,8 +333,8 @@ def test_cli_errors_say_what_is_wrong(store, tmp_path, capsys):
 
 
 def image_ablation_runs(protocols=("clean",)) -> pd.DataFrame:
-    """The image ablation's trials as analysis loads them (no Inception weights: fd_classifier_*; the k-NN precision
-    as precision_metric): fd_classifier_gen falls with λ for the mixtures, best at λ = 10 for K = 100."""
+    """The image ablation's trials as analysis loads them (no Inception weights: fd_classifier_*):
+    fd_classifier_gen falls with λ for the mixtures, best at λ = 10 for K = 100."""
     from search_spaces import design, get
 
     rows = []
@@ -342,8 +342,8 @@ def image_ablation_runs(protocols=("clean",)) -> pd.DataFrame:
         for point in design(get("ablation_images"), "digits", "smoke", seeds=(0, 1)).grid_points():
             lam, k = point["responsibility_weight"], 100 if "K100" in point["variant"] else 10
             fd = 5.0 if point["variant"] == "standard" else 4.0 - lam / 100 - (2.0 if (k, lam) == (100, 10.0) else 0)
-            rows.append({**point, "protocol": protocol, "state": "finished", "precision": "fp32",
-                         "fd_classifier_gen": fd + 0.1 * point["seed"], "precision_metric": 0.5})
+            rows.append({**point, "protocol": protocol, "state": "finished", "autocast": "fp32",
+                         "fd_classifier_gen": fd + 0.1 * point["seed"], "precision": 0.5})
     return pd.DataFrame(rows)
 
 
@@ -355,11 +355,11 @@ def test_image_ablation_tables_select_lambda_by_fd_classifier_and_never_mix_prot
     chosen = kept.groupby("variant")["responsibility_weight"].unique()
     assert len(chosen) == 9 and chosen["standard"].tolist() == [0.0]
     assert chosen["mog-K100-LC-IP"].tolist() == [10.0] and chosen["mog-K10"].tolist() == [100.0]
-    assert tables.table_metrics(["fd_classifier_gen", "precision_metric", "recall"], "digits") == [
-        "fd_classifier_gen", "precision_metric", "recall"]
-    table = tables.ablation_table(kept, kept_factors, ["fd_classifier_gen", "precision_metric"],
+    assert tables.table_metrics(["fd_classifier_gen", "precision", "recall"], "digits") == [
+        "fd_classifier_gen", "precision", "recall"]
+    table = tables.ablation_table(kept, kept_factors, ["fd_classifier_gen", "precision"],
                                   baseline={"variant": "standard"}, decimals=3)
-    assert len(table.stats) == 9 and table.best("precision_metric") and "| precision ↑ |" in table.to_markdown()
+    assert len(table.stats) == 9 and table.best("precision") and "| precision ↑ |" in table.to_markdown()
     # narrowed grid: N(0,I) has no cell at λ > 0, the heatmap leaves those empty
     figures.heatmap(runs, "variant", "responsibility_weight", ["fd_classifier_gen"])
 

@@ -67,7 +67,7 @@ def test_bf16_autocast_inside_the_nets_returns_float32_close_to_fp32(image_shape
     x = torch.rand(4, *image_shape)
     mu32, _ = encoder(x)
     x32 = decoder(mu32)
-    encoder.precision = decoder.precision = "bf16"
+    encoder.autocast = decoder.autocast = "bf16"
     mu, logvar = encoder(x)
     x_hat = decoder(mu32)
     assert mu.dtype == logvar.dtype == x_hat.dtype == torch.float32
@@ -75,5 +75,5 @@ def test_bf16_autocast_inside_the_nets_returns_float32_close_to_fp32(image_shape
     torch.testing.assert_close(x_hat, x32, rtol=0.05, atol=0.05)
     ((x_hat - x) ** 2).sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in decoder.parameters())
-    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
-        ConvEncoder(image_shape, 8, precision="fp16")
+    with pytest.raises(ValueError, match="unknown autocast 'fp16'"):
+        ConvEncoder(image_shape, 8, autocast="fp16")

@@ -43,7 +43,7 @@ def digits_run(tmp_path_factory):
 
 def test_digits_training_learns_and_reports_every_image_metric(digits_run):
     reports, final = digits_run["reports"], digits_run["final"]
-    assert [r["iteration"] for r in reports] == [1, 2] and not reports[0]["in_game"] and reports[1]["in_game"]
+    assert [r["epoch"] for r in reports] == [1, 2] and not reports[0]["in_game"] and reports[1]["in_game"]
     assert reports[1]["rec"] < reports[0]["rec"]
     assert final["rec_test"] < 0.8 * digits_run["untrained"]["rec_test"]
     for key in ("loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake", "rec_test", "active_modes",
@@ -99,11 +99,11 @@ def test_evaluation_leaves_training_untouched():
 
 
 def test_task_shape_scale_nets_and_pseudo_inputs():
-    config = smoke(precision="bf16")
+    config = smoke(autocast="bf16")
     task = ImageTask(config, CPU)
     assert task.image_shape == (1, 8, 8) and task.scale == 1 / 64 and task.fresh_regularizer_samples is False
     encoder, decoder = task.make_nets(config)
-    assert encoder.precision == decoder.precision == "bf16"
+    assert encoder.autocast == decoder.autocast == "bf16"
     conv = next(m for m in encoder.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     # The VampPrior starts at the first K images of the shuffled train set, drawn from the task's generator.
@@ -115,7 +115,7 @@ def test_task_shape_scale_nets_and_pseudo_inputs():
 
 
 def test_bf16_steps_keep_losses_in_float32():
-    config = smoke(precision="bf16")
+    config = smoke(autocast="bf16")
     torch.manual_seed(0)
     task = ImageTask(config, CPU)
     game = Game(config, task, CPU)

@@ -84,7 +84,7 @@ def test_clean_protocol_computes_every_metric_at_the_metric_epochs_and_at_the_en
         on_report=reports.append,
         on_checkpoint=lambda s: states.__setitem__(s["unit"], s),
     )
-    assert [r["iteration"] for r in reports] == [1, 2] and sorted(states) == [1, 2]
+    assert [r["epoch"] for r in reports] == [1, 2] and sorted(states) == [1, 2]
     for report in reports:
         assert all(math.isfinite(report[k]) for k in FULL)
     assert "selected_epoch" not in final and final is reports[-1]
@@ -104,12 +104,12 @@ def paper_run():
 
 def test_paper_protocol_reports_the_checkpoint_with_the_lowest_fd_and_its_other_metrics(paper_run):
     reports, final = paper_run["reports"], paper_run["final"]
-    assert [r["iteration"] for r in reports] == [0, 1, 2] and sorted(paper_run["states"]) == [0, 1, 2]
-    scored = {r["iteration"]: r for r in reports[:2]}
+    assert [r["epoch"] for r in reports] == [0, 1, 2] and sorted(paper_run["states"]) == [0, 1, 2]
+    scored = {r["epoch"]: r for r in reports[:2]}
     assert all(math.isfinite(scored[e][k]) for e in scored for k in FULL)
     best = min(scored, key=lambda e: scored[e]["fd_classifier_gen"])
     assert scored[0]["fd_classifier_gen"] != scored[1]["fd_classifier_gen"]
-    assert final["selected_epoch"] == best and final["iteration"] == 2 and final["done"]
+    assert final["selected_epoch"] == best and final["epoch"] == 2 and final["done"]
     for key in (*FULL, "rec_test", "active_modes"):
         assert final[key] == scored[best][key], key
     assert "fid_gen" not in final  # no Inception weights: never called FID

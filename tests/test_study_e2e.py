@@ -326,8 +326,8 @@ def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path
     study = load_study(name, uri)
     assert study.metric == "fd_classifier_gen" and study.factors == ["variant", "responsibility_weight"]
     table = build_table(study, select="lambda")
-    assert table.metrics == ["assignment_entropy", "fd_classifier_gen", "fd_classifier_rec", "precision_metric",
-                             "recall", "svm_few", "svm_many", "knn_few", "knn_many"]  # config key precision: fp32
+    assert table.metrics == ["assignment_entropy", "fd_classifier_gen", "fd_classifier_rec", "precision",
+                             "recall", "svm_few", "svm_many", "knn_few", "knn_many"]
     assert "fd_classifier_gen" in table.selection and "not an FID" in table.selection
     assert int(table.stats["n"].iloc[0]) == 2 and table.decimals == 3
     index = write_report(study, tmp_path / "report", select="lambda")
