@@ -23,18 +23,10 @@ from scipy import stats
 
 from analysis.loading import IMAGE_DATASETS, add_config_labels, level_label, parse_param
 from core import metric_names
+from search_spaces import SPACES
 
-DEFAULT_BASELINES = {
-    "learnable_prior": {"variant": "standard"},
-    "ablation_regularizers": {"clip": "none", "responsibility_weight": 0.0},
-    "ablation_priors": {"variant": "sintro-standard"},
-    "ablation_images": {"variant": "standard"},
-}
-# name: (the factors chosen among, the metric, the mode)
-SELECTIONS = {
-    "beta": (("beta_rec", "beta_kl", "beta_neg", "beta_neg_multiple"), "kl", "min"),
-    "lambda": (("responsibility_weight",), "fid_gen", "min"),
-}
+# The spaces' selection rules by name (--select NAME): each space declares its own.
+SELECTIONS = {s.selection.name: s.selection for s in SPACES.values() if s.selection is not None}
 SPREADS = {"sem": "std/√n", "std": "std"}
 BETA_KEYS = ("beta_rec", "beta_kl", "beta_neg")
 BETAS_HEADER = "β (rec, kl, neg)"
@@ -319,9 +311,9 @@ def find_row(table: pd.DataFrame, factors: list[str], baseline: dict[str, Any] |
 
 
 def default_baseline(space: str | None, factors: list[str], runs: pd.DataFrame) -> dict[str, Any] | None:
-    """The paper's reference configuration for a known space (S-IntroVAE with N(0,I); no regulariser), when the
-    study has it; otherwise None (the caller may name one)."""
-    spec = DEFAULT_BASELINES.get(space or "")
+    """The space's own baseline row (e.g. S-IntroVAE with N(0,I); no regulariser), when the study has it;
+    otherwise None (the caller may name one)."""
+    spec = SPACES[space].baseline if space in SPACES else None
     if not spec:
         return None
     spec = {k: v for k, v in spec.items() if k in factors}
@@ -345,14 +337,14 @@ def select_best(
     """
     if rule not in SELECTIONS:
         raise ValueError(f"unknown selection {rule!r} (expected: {', '.join(SELECTIONS)})")
-    keys, metric, mode = SELECTIONS[rule]
+    keys, metric, mode = SELECTIONS[rule].keys, SELECTIONS[rule].metric, SELECTIONS[rule].mode
     over = [k for k in keys if k in factors]
     if not over:
         raise ValueError(f"selection {rule!r} chooses among {', '.join(keys)}, none of which this study varies "
                          f"(factors: {', '.join(factors) or 'none'})")
     measured = ""
-    if metric not in runs and rule == "lambda" and "fd_classifier_gen" in runs:
-        metric = "fd_classifier_gen"
+    if metric not in runs and metric_names.as_measured(metric, runs) != metric:
+        metric = metric_names.as_measured(metric, runs)
         measured = (" (the Fréchet distance on the features of a classifier trained on the dataset: the study had no "
                     "Inception weights, so this is not an FID)")
     if metric not in runs:

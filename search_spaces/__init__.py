@@ -1,26 +1,15 @@
 """Named search spaces, one module each. `get(name)` returns a space; an unknown name lists the known ones."""
 
+import importlib
+import pkgutil
+
 from core.config import did_you_mean
-from search_spaces import (
-    ablation_images,
-    ablation_priors,
-    ablation_regularizers,
-    betas,
-    betas_grid,
-    betas_grid_vae,
-    clipping,
-    learnable_prior,
-    mixture_components,
-)
 from search_spaces.space import SearchSpace, SpaceError, StudyDesign, design, resolve_trial
 
-SPACES: dict[str, SearchSpace] = {
-    module.SPACE.name: module.SPACE
-    for module in (
-        learnable_prior, ablation_regularizers, ablation_priors, betas, betas_grid, betas_grid_vae,
-        mixture_components, clipping, ablation_images,
-    )
-}
+# Every module of this package that defines SPACE is a space (by name): adding a space is adding its file.
+_MODULES = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+_FOUND = [getattr(module, "SPACE", None) for module in _MODULES]
+SPACES: dict[str, SearchSpace] = dict(sorted((s.name, s) for s in _FOUND if isinstance(s, SearchSpace)))
 
 
 def get(name: str) -> SearchSpace:

@@ -9,7 +9,7 @@ It runs the `paper` protocol, which reproduces the paper's reported numbers (the
 needs a scored checkpoint, which the smoke budget has none of: at smoke the space scores epoch 1."""
 
 from core.config import IMAGE_DATASETS
-from search_spaces.space import SearchSpace
+from search_spaces.space import SearchSpace, Selection
 
 LAMBDAS = [0.0, 1.0, 10.0, 100.0]
 
@@ -34,5 +34,8 @@ SPACE = SearchSpace(
     grid={"responsibility_weight": LAMBDAS},
     narrow={"standard": {"responsibility_weight": [0.0]}},
     seeds=(0, 1, 2),
+    baseline={"variant": "standard"},
+    # the paper keeps, per configuration, the λ with the lowest seed-mean FID (gen)
+    selection=Selection("lambda", ("responsibility_weight",), "fid_gen"),
     datasets=IMAGE_DATASETS,
 )

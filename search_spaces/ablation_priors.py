@@ -18,4 +18,5 @@ SPACE = SearchSpace(
     base=BASE,
     variants={**VAE, **SINTRO},
     seeds=(0, 1, 2, 3, 4),
+    baseline={"variant": "sintro-standard"},
 )

@@ -11,4 +11,5 @@ SPACE = SearchSpace(
     base={"model": "sintro", "prior": "vamp_to_mog", "learnable_weights": True, "prior_in_game": True},
     grid={"clip": ["none", "adaptive"], "responsibility_weight": [0.0, 1.0, 10.0, 100.0]},
     seeds=(0,),
+    baseline={"clip": "none", "responsibility_weight": 0.0},
 )

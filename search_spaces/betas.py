@@ -3,7 +3,7 @@ the paper's grid), by Optuna's TPE with ASHA stopping the weak trials early."""
 
 from ray import tune
 
-from search_spaces.space import SearchSpace
+from search_spaces.space import EarlyStopping, SearchSpace, beta_neg_from_multiple
 
 SPACE = SearchSpace(
     name="betas",
@@ -17,4 +17,6 @@ SPACE = SearchSpace(
         "beta_neg_multiple": tune.choice([1, 2, 3, 4, 5]),
     },
     samples=24,
+    derived={"beta_neg_multiple": beta_neg_from_multiple},
+    early_stopping=EarlyStopping(reduction_factor=2),
 )

@@ -4,8 +4,8 @@
 runs one), under the paper protocol as the table, so that `ablation_priors --betas-from` finds each
 configuration's own best betas. The VAE's grid is `betas_grid_vae`."""
 
-from search_spaces.configurations import BASE, SINTRO
-from search_spaces.space import SearchSpace
+from search_spaces.configurations import BASE, BEST_BETA, SINTRO
+from search_spaces.space import SearchSpace, beta_neg_from_multiple
 
 SPACE = SearchSpace(
     name="betas_grid",
@@ -21,4 +21,6 @@ SPACE = SearchSpace(
         "beta_neg_multiple": [1, 2, 3, 4, 5],
     },
     seeds=(0,),
+    derived={"beta_neg_multiple": beta_neg_from_multiple},
+    selection=BEST_BETA,
 )

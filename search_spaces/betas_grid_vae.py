@@ -2,7 +2,7 @@
 (81 points at seed 0) for each of the paper's three VAE configurations (`--set variant=...` runs one), under the
 paper protocol as the table; the whole run is warm-up, so there is no β_neg."""
 
-from search_spaces.configurations import BASE, VAE
+from search_spaces.configurations import BASE, BEST_BETA, VAE
 from search_spaces.space import SearchSpace
 
 VALUES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.8, 1.0]
@@ -17,4 +17,5 @@ SPACE = SearchSpace(
     variants=VAE,
     grid={"beta_rec": VALUES, "beta_kl": VALUES},
     seeds=(0,),
+    selection=BEST_BETA,
 )

@@ -2,7 +2,7 @@
 (bounds searched), and the soft clip's sharpness. Conditional, so an Optuna define-by-run space: thresholds exist
 only for `fixed`, sharpness only when something is clipped; ASHA stops weak trials early."""
 
-from search_spaces.space import SearchSpace
+from search_spaces.space import EarlyStopping, SearchSpace
 
 
 def clipping_space(trial) -> None:
@@ -22,4 +22,5 @@ SPACE = SearchSpace(
     base={"model": "sintro", "prior": "vamp_to_mog", "learnable_weights": True, "prior_in_game": True},
     search=clipping_space,
     samples=16,
+    early_stopping=EarlyStopping(reduction_factor=2),
 )

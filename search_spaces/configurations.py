@@ -6,7 +6,11 @@ VampPrior → MoG weight reset) in all of them, grids included: the betas are ch
 runs. A VAE with a VampPrior is never converted to a MoG (its whole run is warm-up).
 """
 
+from search_spaces.space import Selection
+
 BASE = {"clip": "adaptive", "responsibility_weight": 0.0, "protocol": "paper"}
+# The paper's choice of each configuration's betas from its grid: the lowest seed-mean kl (the grids run seed 0).
+BEST_BETA = Selection("beta", ("beta_rec", "beta_kl", "beta_neg", "beta_neg_multiple"), "kl")
 _MOG = {"model": "sintro", "prior": "vamp_to_mog"}
 _VAMP = {"model": "vae", "prior": "vamp"}
 

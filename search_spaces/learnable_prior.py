@@ -15,4 +15,5 @@ SPACE = SearchSpace(
         "learnable": {"prior": "vamp_to_mog", "learnable_weights": True, "prior_in_game": True},
     },
     seeds=(0, 1, 2),
+    baseline={"variant": "standard"},
 )

@@ -3,7 +3,7 @@ over K and LC with ASHA, on the paper's learnable prior (VampPrior → MoG, prio
 
 from ray import tune
 
-from search_spaces.space import SearchSpace
+from search_spaces.space import EarlyStopping, SearchSpace
 
 SPACE = SearchSpace(
     name="mixture_components",
@@ -16,4 +16,5 @@ SPACE = SearchSpace(
         "learnable_weights": tune.choice([False, True]),
     },
     samples=12,
+    early_stopping=EarlyStopping(reduction_factor=2),
 )

@@ -26,11 +26,35 @@ from core import metric_names
 from core.config import BUDGETS, DATASETS, TOY_DATASETS, ConfigError, TrainConfig, resolve_config
 
 MODES = ("min", "max")
-# Searched parameters that are not config keys: each becomes config keys in `derived_overrides`.
-DERIVED = ("beta_neg_multiple",)
 VARIANT = "variant"
 
 DefineByRun = Callable[[Any], "dict[str, Any] | None"]
+# A searched parameter that is not a config key → the config keys it sets, given the trial's resolved config.
+Derivation = Callable[[Any, TrainConfig], "dict[str, Any]"]
+
+
+def beta_neg_from_multiple(multiple: Any, config: TrainConfig) -> dict[str, Any]:
+    """β_neg = m·β_kl rounded to 3 decimals, as the paper's grid."""
+    return {"beta_neg": round(float(multiple) * config.beta_kl, 3)}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The paper's rule for this space's table (`analysis.report --select NAME`): per configuration of the other
+    factors keep the level of `keys` whose finished seeds have the best mean `metric`."""
+
+    name: str
+    keys: tuple[str, ...]
+    metric: str
+    mode: str = "min"
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """ASHA for a searched space: trials are first compared at the first evaluation after warm-up (before it the
+    game has not started), then at rungs `reduction_factor` times apart, keeping the best 1/reduction_factor."""
+
+    reduction_factor: int = 2
 
 
 class SpaceError(ValueError):
@@ -44,6 +68,9 @@ class SearchSpace:
     `narrow` = {variant: {grid axis: values}}: that variant runs only those values of the axis.
     `budget_base` = {budget: {key: value}}: fixed keys at that budget only, over `base` (a protocol that needs
     something the budget leaves out).
+    `derived` = {axis that is no config key: Derivation}, e.g. β_neg from its multiple of β_kl.
+    `baseline`: the row every other row of the space's table is compared with (analysis.report's default).
+    `selection`: the paper's selection rule for its table; `early_stopping`: ASHA for a searched space.
     """
 
     name: str
@@ -59,6 +86,10 @@ class SearchSpace:
     seeds: tuple[int, ...] = (0,)
     samples: int = 16
     datasets: tuple[str, ...] = TOY_DATASETS
+    derived: Mapping[str, Derivation] = field(default_factory=dict)
+    baseline: Mapping[str, Any] | None = None
+    selection: Selection | None = None
+    early_stopping: EarlyStopping | None = None
 
     @property
     def searched(self) -> bool:
@@ -100,6 +131,18 @@ class SearchSpace:
                              f"(expected: {', '.join(BUDGETS)})")
         if self.samples < 1:
             raise SpaceError(f"space {self.name!r}: samples = {self.samples} must be at least 1")
+        searched_keys = set(self.search) if isinstance(self.search, Mapping) else set()
+        for key in self.derived:
+            if key not in self.grid and key not in searched_keys and not callable(self.search):
+                raise SpaceError(f"space {self.name!r}: derived parameter {key!r} is no axis of the space")
+        if self.early_stopping is not None and not self.searched:
+            raise SpaceError(f"space {self.name!r}: early_stopping (ASHA) needs a searched space")
+        if self.selection is not None and self.selection.metric not in metric_names.OBJECTIVES:
+            raise SpaceError(f"space {self.name!r}: selection metric {self.selection.metric!r} is unknown")
+        unknown = sorted(set(self.baseline or {}) - set(self.axes))
+        if unknown:
+            raise SpaceError(f"space {self.name!r}: baseline names {unknown}, which are not axes of the space "
+                             f"({', '.join(self.axes) or 'none'})")
 
 
 @dataclass(frozen=True)
@@ -275,12 +318,10 @@ def design(
                        samples=samples or space.samples, fixed=fixed_config, grid=grid, search=search)
 
 
-def derived_overrides(params: Mapping[str, Any], beta_kl: float) -> dict[str, Any]:
-    """Config keys computed from searched parameters: β_neg = m·β_kl rounded to 3 decimals, as the paper's grid."""
-    out: dict[str, Any] = {}
-    if "beta_neg_multiple" in params:
-        out["beta_neg"] = round(float(params["beta_neg_multiple"]) * beta_kl, 3)
-    return out
+def _derived(study: Mapping[str, Any]) -> Mapping[str, Derivation]:
+    from search_spaces import get
+
+    return get(study["space"]).derived
 
 
 def trial_overrides(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, Any]:
@@ -288,7 +329,7 @@ def trial_overrides(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[
     overrides = dict(study["fixed"])
     if VARIANT in trial:
         overrides.update(study["variants"][trial[VARIANT]])
-    overrides.update({k: v for k, v in trial.items() if k not in (VARIANT, *DERIVED)})
+    overrides.update({k: v for k, v in trial.items() if k != VARIANT and k not in _derived(study)})
     return overrides
 
 
@@ -297,15 +338,18 @@ def resolve_trial(study: Mapping[str, Any], trial: Mapping[str, Any]) -> TrainCo
     trainable (variant, axes, seed); raises ConfigError."""
     overrides = trial_overrides(study, trial)
     config = resolve_config(study["dataset"], study["budget"], **overrides)
-    derived = derived_overrides(trial, config.beta_kl)
+    derived = {}
+    for key, derive in _derived(study).items():
+        if key in trial:
+            derived.update(derive(trial[key], config))
     if derived:
         config = resolve_config(study["dataset"], study["budget"], **overrides, **derived)
     return config
 
 
-def searched_params(trial: Mapping[str, Any]) -> dict[str, Any]:
+def searched_params(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, Any]:
     """What the search chose that is not itself a config key (the variant name, β_neg's multiple)."""
-    return {k: v for k, v in trial.items() if k in (VARIANT, *DERIVED)}
+    return {k: v for k, v in trial.items() if k == VARIANT or k in _derived(study)}
 
 
 def variant_tags(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, str]:

@@ -304,12 +304,14 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
     if presets is not None:  # a narrowed grid: only these points of the product grid, each with every seed
         # Tune ignores max_concurrent_trials when given a generator: the generator takes it.
         search_alg = BasicVariantGenerator(points_to_evaluate=presets, max_concurrent=args.max_concurrent or 0)
-    if d.searched:
+    if d.space.early_stopping is not None:
         base = resolve_config(d.dataset, d.budget, **d.fixed)
         # Compare trials first at the first evaluation after warm-up: before it, the game has not started.
         grace = base.warmup + base.eval_every if base.game_starts else base.eval_every
         scheduler = ASHAScheduler(time_attr=base.unit_name, max_t=base.total_units,
-                                  grace_period=min(grace, base.total_units), reduction_factor=2)
+                                  grace_period=min(grace, base.total_units),
+                                  reduction_factor=d.space.early_stopping.reduction_factor)
+    if d.searched:
         search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.metric,
                                   mode=d.space.mode, sampler=optuna_study.make_sampler(d.samples, d.seeds[0]),
                                   study_name=optuna_study.study_name(study),
@@ -410,7 +412,7 @@ def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
             stopped.append(f"  {trial}: at {unit} {result.metrics.get(unit, 0)}")
             continue
         if result.metrics and metric in result.metrics:
-            if d.searched and reported_unit(result.metrics, math.inf) < units_of(d, result.config):
+            if d.space.early_stopping and reported_unit(result.metrics, math.inf) < units_of(d, result.config):
                 early.append(trial)  # stopped by ASHA at a rung: its metric is an unfinished model's
                 continue
             point = {k: v for k, v in result.config.items() if k != "seed"}

@@ -422,7 +422,7 @@ class TrialRunStatus(tune.Callback):
             tags = {**self.study["tags"], **_parent_tag(self.study), "study_id": self.study["study_id"],
                     "trial_id": trial.trial_id, "trial_name": str(trial), **variant_tags(self.study, trial.config)}
             run = client.create_run(self.study["experiment_id"], run_name=str(trial), tags=tags)
-            params = {**resolve_trial(self.study, trial.config).to_dict(), **searched_params(trial.config)}
+            params = {**resolve_trial(self.study, trial.config).to_dict(), **searched_params(self.study, trial.config)}
             from mlflow.entities import Param
 
             client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params_of(params).items()])

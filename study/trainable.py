@@ -106,7 +106,7 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
     device = resolve_device(config.device)
     run = TrialRun.open(
         study, context.get_trial_id(), context.get_trial_name(),
-        params={**config.to_dict(), **searched_params(trial)},
+        params={**config.to_dict(), **searched_params(study, trial)},
         tags={"device": describe_device(device, threads), "ray_resources": describe_resources(context),
               **variant_tags(study, trial)},
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+from pathlib import Path
 
 import pytest
 from ray import tune
@@ -18,7 +20,7 @@ REQUIRED = ("learnable_prior", "ablation_regularizers", "ablation_priors", "beta
 
 def test_registry_holds_the_required_spaces_and_names_the_known_ones_on_a_typo():
     assert set(REQUIRED) <= set(SPACES)
-    known = r"known: learnable_prior, ablation_regularizers, .*clipping"
+    known = r"known: ablation_images, ablation_priors, .*learnable_prior, mixture_components"
     with pytest.raises(SpaceError, match=r"unknown search space 'betaz' \(did you mean 'betas'\? " + known):
         get("betaz")
 
@@ -217,3 +219,46 @@ def test_spaces_are_plain_data_that_cross_the_ray_boundary():
         d = design(space, space.datasets[0], "smoke")
         study = pickle.loads(pickle.dumps(d.study_config()))
         assert resolve_trial(study, {"seed": 0, **d.grid_points()[0]} if not d.searched else {"seed": 0})
+
+
+NEW_SPACE = '''"""The soft clip's sharpness against no clipping, 2 seeds."""
+
+from search_spaces.space import SearchSpace
+
+SPACE = SearchSpace(
+    name="ablation_sharpness",
+    description="learnable MoG: clip none vs adaptive at sharpness 5, 10, 20, seeds 0-1",
+    base={"prior": "vamp_to_mog"},
+    variants={"no-clip": {"clip": "none"}, "clip": {"clip": "adaptive"}},
+    grid={"clip_sharpness": [5.0, 10.0, 20.0]},
+    narrow={"no-clip": {"clip_sharpness": [10.0]}},
+    seeds=(0, 1),
+    baseline={"variant": "no-clip"},
+)
+'''
+
+
+def test_a_new_space_is_one_new_file(tmp_path):
+    """A copy of search_spaces/ plus one new module, nothing else edited: study.run lists and dry-runs it, and
+    analysis compares its rows with the baseline the module declares."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "search_spaces", tmp_path / "search_spaces", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "search_spaces" / "ablation_sharpness.py").write_text(NEW_SPACE)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
+    probe = ("from study.run import main; from analysis.tables import default_baseline; import pandas as pd; "
+             "import search_spaces; print(search_spaces.__file__); main(['--list']); "
+             "main(['--space', 'ablation_sharpness', '--budget', 'smoke', '--dry-run']); "
+             "runs = pd.DataFrame({'variant': ['no-clip', 'clip'], 'clip_sharpness': [10.0, 5.0]}); "
+             "print('baseline', default_baseline('ablation_sharpness', ['variant', 'clip_sharpness'], runs))")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == str(tmp_path / "search_spaces" / "__init__.py")
+    assert any(line.startswith("ablation_sharpness ") and "grid, 8 trials" in line for line in lines)
+    assert "space ablation_sharpness:" in out.stdout and "trial   7:" in out.stdout
+    assert "baseline {'variant': 'no-clip'}" in out.stdout

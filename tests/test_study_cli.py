@@ -59,7 +59,7 @@ def test_dry_run_prints_the_resolved_trials_and_starts_nothing(tmp_path, capsys)
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--space", "ablation_regularizer"],
-     "unknown search space 'ablation_regularizer' (did you mean 'ablation_regularizers'? known: learnable_prior,"),
+     "unknown search space 'ablation_regularizer' (did you mean 'ablation_regularizers'? known: ablation_images,"),
     (["--space", "betas", "--set", "beta_kl=-0.5"], "beta_kl = -0.5 is out of range (expected >= 0)"),
     (["--space", "betas", "--set", "prior=mogg"], "unknown prior 'mogg' (expected: standard, mog, vamp, vamp_to_mog)"),
     (["--space", "betas", "--set", "lr_typo=1"], "unknown config key(s) ['lr_typo']"),
