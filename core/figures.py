@@ -8,6 +8,8 @@ import numpy as np
 matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
 import matplotlib.pyplot as plt
 
+from core.priors import is_active
+
 
 def plot_2d_run(
     path: str | Path,
@@ -43,7 +45,7 @@ def plot_2d_run(
         ax = axes.pop(0)
         k = len(prior_means)
         weights = np.full(k, 1.0 / k) if prior_weights is None else np.asarray(prior_weights)
-        active = weights >= 1.0 / k**2
+        active = is_active(weights)
         sizes = 10 + 300 * weights / weights.max()
         modes = ax.scatter(*prior_means[active, :2].T, s=sizes[active], c=weights[active], vmin=0, vmax=weights.max())
         ax.scatter(*prior_means[~active, :2].T, s=20, c="red", marker="x")

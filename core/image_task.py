@@ -41,6 +41,7 @@ from core.metrics.images import (
     save_image_grid,
     train_feature_classifier,
 )
+from core.priors import is_active
 from core.tasks import EVAL_SEED_OFFSET
 
 matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
@@ -304,7 +305,7 @@ class ImageTask:
         left.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
         left.set(title=f"decoded prior modes D(μ_k), heaviest first ({m} of {k})", xticks=[], yticks=[])
         ranked = np.sort(weights)[::-1]
-        right.bar(np.arange(k), ranked, color=np.where(ranked >= 1.0 / k**2, "tab:blue", "tab:red"))
+        right.bar(np.arange(k), ranked, color=np.where(is_active(ranked), "tab:blue", "tab:red"))
         right.axhline(1.0 / k**2, color="tab:red", linestyle="--", label="1/K² (inactive below)")
         right.set(title=f"mixture weights ({int((weights >= 1.0 / k**2).sum())}/{k} active)", xlabel="mode (sorted)",
                   ylabel="weight")

@@ -33,11 +33,6 @@ def mixture_logits(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, log_
     return component_log_densities(z, mu, logvar) + log_w
 
 
-def diagonal_gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; μ, diag σ²) summed over the last dimension (broadcasting)."""
-    return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar)).sum(-1)
-
-
 def mixture_log_prob(
     z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, log_w: torch.Tensor, mean_responsibility: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -125,8 +125,12 @@ class Prior(nn.Module):
             return mixture.draw(*(noise if noise is not None else self.sample_noise(n, generator)))
 
     def active_modes(self) -> int:
-        """Components with weight w_k >= 1/K² (the paper's threshold for a mode in use)."""
-        return int((self.weights() >= 1.0 / self.num_components**2).sum())
+        return int(is_active(self.weights()).sum())
+
+
+def is_active(weights):
+    """Which components are in use: weight w_k >= 1/K², the paper's threshold (a tensor or an array of K weights)."""
+    return weights >= 1.0 / len(weights) ** 2
 
 
 class StandardNormal(Prior):

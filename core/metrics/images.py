@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -50,29 +49,23 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), as pytorch-fid computes it:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2): pytorch-fid's own `calculate_frechet_distance`,
 
-        d² = ||mu1 − mu2||² + Tr(sigma1 + sigma2 − 2·(sigma1·sigma2)^½).
+        d² = ||mu1 − mu2||² + Tr(sigma1 + sigma2 − 2·(sigma1·sigma2)^½),
 
-    When the matrix square root is not finite, eps·I is added to both covariances; a square root with imaginary
-    parts (numerical error) keeps its real part, unless its diagonal's imaginary part exceeds 1e-3 (ValueError).
-    """
+    after a shape check that names the shapes (pytorch-fid asserts). Its `sqrtm(disp=False)` warns in SciPy 1.17
+    (pyproject pins scipy < 1.18, where `disp` is gone)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
     mu1, mu2 = np.atleast_1d(_as_numpy(mu1)), np.atleast_1d(_as_numpy(mu2))
     sigma1, sigma2 = np.atleast_2d(_as_numpy(sigma1)), np.atleast_2d(_as_numpy(sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
         raise ValueError(
             f"mismatched statistics: means {mu1.shape} and {mu2.shape}, covariances {sigma1.shape} and {sigma2.shape}"
         )
-    diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(mu1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"matrix square root has an imaginary component of {np.abs(covmean.imag).max():.3g}")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The `disp` argument is deprecated", DeprecationWarning)
+        return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps))
 
 
 # --- k-NN precision and recall ----------------------------------------------------------------------------------
