@@ -90,7 +90,7 @@ def replay(official, rec, seed: int, iterations: int, warmup: int, batch: int):
     relative parameter distance ‖ours − official‖ / ‖official‖) at every snapshot."""
     from core.config import resolve_config
     from core.game import DecoderNoise, EncoderNoise, Game, WarmupNoise
-    from core.tasks import make_task
+    from core.task import make_task
 
     torch.manual_seed(seed)  # the official code seeds torch, then builds its model: the same initial weights
     initial = official.SoftIntroVAESimple(x_dim=2, zdim=2, n_layers=3, num_hidden=256)

@@ -151,14 +151,18 @@ async def _check(devtools: str, runs_url: str, run_url: str, parent: str, trials
             page = Page(ws)
             await page.call("Page.navigate", url=runs_url)
             await page.wait_for([parent], timeout, "the runs table")
-            clicked = await page.evaluate(
-                f"""(() => {{ const row = [...document.querySelectorAll('[role="row"]')]
-                    .find(r => r.innerText.includes({json.dumps(parent)}));
-                    const button = row && row.querySelector('{EXPANDER}');
-                    if (button) button.click();
-                    return Boolean(button); }})()""")
-            if not clicked:
-                raise UiCheckFailed(f"the parent run {parent!r} has no expander: no nested runs under it")
+            # the row can render before its expander: the nested runs arrive in a later request
+            deadline = time.monotonic() + timeout
+            while not await page.evaluate(
+                    f"""(() => {{ const row = [...document.querySelectorAll('[role="row"]')]
+                        .find(r => r.innerText.includes({json.dumps(parent)}));
+                        const button = row && row.querySelector('{EXPANDER}');
+                        if (button) button.click();
+                        return Boolean(button); }})()"""):
+                if time.monotonic() > deadline:
+                    raise UiCheckFailed(f"the parent run {parent!r} has no expander after {timeout:.0f} s: "
+                                        "no nested runs under it")
+                await asyncio.sleep(0.5)
             await page.wait_for(trials, timeout, "the parent run's nested trials")
             await page.call("Page.navigate", url=run_url)
             await page.wait_for([parent, description], timeout, "the parent run's page")

@@ -48,7 +48,7 @@ def measure(step_kind: str, prior: str, phase: str, budget: str, threads: int, s
     from core.config import resolve_config
     from core.game import Game
     from core.reference_step import ReferenceGame
-    from core.tasks import make_task
+    from core.task import make_task
 
     torch.set_num_threads(threads)
     core.linear.ONEDNN = core.linear.ONEDNN and nets == "onednn"

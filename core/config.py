@@ -23,6 +23,8 @@ KL_ESTIMATORS = ("mc", "analytic")
 PROTOCOLS = ("clean", "paper")
 AUTOCAST_MODES = ("fp32", "bf16")
 BUDGETS = ("smoke", "demo", "quick", "paper")
+# Evaluation draws its samples from seed + EVAL_SEED_OFFSET, as the paper's code.
+EVAL_SEED_OFFSET = 29_999
 # The unit a run counts its training in, and the key its reports carry it under: 2D runs iterations, images epochs.
 UNIT_NAMES = ("iteration", "epoch")
 # The paper scores its image models at the start of these epochs (the model after the last epoch is never scored).
@@ -43,6 +45,9 @@ FIELD_DOCS = {
     "clip_logvar_max": "upper log-variance bound of clip=fixed",
     "clip_sharpness": "s times the bounds' width in the soft clip",
     "responsibility_weight": "lambda, the weight of the responsibility regulariser in the encoder's loss",
+    "fresh_regularizer_samples": "the regulariser draws its own M samples per point (2D default) or reuses the KL's "
+                                 "(images)",
+    "squash_pseudo_inputs": "the VampPrior's pseudo-inputs pass through hardtanh into [0, 1] (images default; 2D raw)",
     "beta_rec": "weight of the reconstruction terms",
     "beta_kl": "weight of the real data's KL",
     "beta_neg": "weight of the fakes' KL inside the encoder's exp-ELBO",
@@ -111,6 +116,8 @@ class TrainConfig:
     clip_logvar_max: float | None = None
     clip_sharpness: float = 10.0
     responsibility_weight: float = 0.0
+    fresh_regularizer_samples: bool | None = None  # None: the dataset's (see __post_init__)
+    squash_pseudo_inputs: bool | None = None  # None: the dataset's
     beta_rec: float = 0.2
     beta_kl: float = 0.3
     beta_neg: float = 0.9
@@ -142,6 +149,15 @@ class TrainConfig:
     fid_samples: int = 50_000
     probe_samples: int | None = None
     classifier_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        """The two switches where the paper's 2D and image codes differ: the responsibility regulariser draws its
+        own M samples per point in 2D and reuses the KL's for images; the VampPrior's pseudo-inputs are squashed
+        into [0, 1] by hardtanh for images and left raw in 2D."""
+        if self.fresh_regularizer_samples is None:
+            self.fresh_regularizer_samples = not self.is_image
+        if self.squash_pseudo_inputs is None:
+            self.squash_pseudo_inputs = self.is_image
 
     @property
     def is_image(self) -> bool:
@@ -201,7 +217,8 @@ class TrainConfig:
         """Raise ConfigError naming the first bad key; called before any training starts."""
         for key, allowed in CHOICES.items():
             _choice(key, getattr(self, key), allowed)
-        for key in ("learnable_weights", "prior_in_game", "prior_with_encoder", "download"):
+        for key in ("learnable_weights", "prior_in_game", "prior_with_encoder", "download", "fresh_regularizer_samples",
+                    "squash_pseudo_inputs"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key} = {getattr(self, key)!r} is not a boolean (expected true or false)")
         for key in ("beta_rec", "beta_kl", "beta_neg", "gamma_r", "responsibility_weight"):

@@ -80,7 +80,7 @@ class Game:
         self.task = task
         self.device = device
         self.encoder, self.decoder = (net.to(device) for net in task.make_nets(config))
-        self.prior: Prior = build_prior(config, self.encoder, task.init_data, image=config.is_image).to(device)
+        self.prior: Prior = build_prior(config, self.encoder, task.init_data).to(device)
         self.is_mog_switched = False
         self.in_game = False
         self.batch_passes = not (has_batch_norm(self.encoder) or has_batch_norm(self.decoder))
@@ -198,7 +198,7 @@ class Game:
         b, z_dim = x.shape[0], self.config.z_dim
         z = self._normal(b, z_dim, like=x)
         kl_real = self._kl_noise(b, x)
-        fresh = self.regularizer_on and (kl_real is None or self.task.fresh_regularizer_samples)
+        fresh = self.regularizer_on and (kl_real is None or self.config.fresh_regularizer_samples)
         regularizer = self._normal(b, self.config.mc_samples, z_dim, like=x) if fresh else None
         prior = self.prior.sample_noise(b, dtype=x.dtype)
         z_fake_rec = self._normal(2 * b, z_dim, like=x)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
-from core.config import TrainConfig
+from core.config import EVAL_SEED_OFFSET, TrainConfig
 from core.conv_nets import ConvDecoder, ConvEncoder
 from core.data.images import ImageBatches, load_images
 from core.losses import mixture_terms, posterior_samples, reconstruction_error, reparameterize
@@ -42,7 +42,6 @@ from core.metrics.images import (
     train_feature_classifier,
 )
 from core.priors import is_active
-from core.tasks import EVAL_SEED_OFFSET
 
 matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
 import matplotlib.pyplot as plt
@@ -75,8 +74,6 @@ class ImageTask:
 
     `splits` replaces the dataset on disk (benchmarks and tests use random or prepared tensors).
     """
-
-    fresh_regularizer_samples = False  # R reuses the KL's M samples (the paper's image code)
 
     def __init__(self, config: TrainConfig, device: torch.device, splits: ImageSplits | None = None):
         # loaded now, so that a missing or wrong weights file fails before training, not after it

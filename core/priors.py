@@ -215,7 +215,6 @@ def build_prior(
     config: TrainConfig,
     encoder: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     init_data: Callable[[int], torch.Tensor],
-    image: bool,
 ) -> Prior:
     """The prior named by `config.prior`; `init_data(K)` gives K data points for the VampPrior's pseudo-inputs."""
     if config.prior == "standard":
@@ -223,6 +222,6 @@ def build_prior(
     if config.prior == "mog":
         return MixtureOfGaussians(config.num_components, config.z_dim, config.learnable_weights, config.clip_sharpness)
     return VampPrior(
-        encoder, init_data(config.num_components), config.z_dim, config.learnable_weights, squash=image,
-        clip_sharpness=config.clip_sharpness,
+        encoder, init_data(config.num_components), config.z_dim, config.learnable_weights,
+        squash=config.squash_pseudo_inputs, clip_sharpness=config.clip_sharpness,
     )

@@ -23,7 +23,7 @@ from core.config import TrainConfig
 from core.errors import TrainingDiverged
 from core.game import Game
 from core.protocol import full_evaluation, select_checkpoint
-from core.tasks import make_task
+from core.task import make_task
 
 LOG_EVERY = 50
 LOSS_NAMES = ("loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake")

@@ -13,6 +13,8 @@ so a Ray worker needs no registry to rebuild the TrainConfig.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import itertools
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -135,6 +137,9 @@ class SearchSpace:
         for key in self.derived:
             if key not in self.grid and key not in searched_keys and not callable(self.search):
                 raise SpaceError(f"space {self.name!r}: derived parameter {key!r} is no axis of the space")
+            if "<" in self.derived[key].__qualname__:
+                raise SpaceError(f"space {self.name!r}: derived parameter {key!r} needs a module-level function "
+                                 f"(trials import it by name), not {self.derived[key].__qualname__!r}")
         if self.early_stopping is not None and not self.searched:
             raise SpaceError(f"space {self.name!r}: early_stopping (ASHA) needs a searched space")
         if self.selection is not None and self.selection.metric not in metric_names.OBJECTIVES:
@@ -181,6 +186,7 @@ class StudyDesign:
     def study_config(self) -> dict[str, Any]:
         """The constant part of every trial config: how to build the TrainConfig, as plain data."""
         return {"space": self.space.name, "dataset": self.dataset, "budget": self.budget, "fixed": dict(self.fixed),
+                "derived": {k: f"{f.__module__}:{f.__qualname__}" for k, f in self.space.derived.items()},
                 "variants": {k: dict(v) for k, v in self.space.variants.items()},
                 "variant_tags": {k: dict(v) for k, v in self.variant_tags.items()}}
 
@@ -319,9 +325,13 @@ def design(
 
 
 def _derived(study: Mapping[str, Any]) -> Mapping[str, Derivation]:
-    from search_spaces import get
+    """The study's derivations, imported from the "module:function" names its record holds (a record is JSON, and
+    a space built in a notebook or a test has no entry in search_spaces)."""
+    def load(reference: str) -> Derivation:
+        module, _, name = reference.partition(":")
+        return functools.reduce(getattr, name.split("."), importlib.import_module(module))
 
-    return get(study["space"]).derived
+    return {key: load(reference) for key, reference in study["derived"].items()}
 
 
 def trial_overrides(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, Any]:

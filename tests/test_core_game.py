@@ -6,7 +6,7 @@ import torch
 from core.config import resolve_config
 from core.game import Game
 from core.losses import kl_and_mean_responsibility, kl_standard_normal, reconstruction_error
-from core.tasks import make_task
+from core.task import make_task
 
 
 def make_game(**overrides) -> tuple[Game, torch.Tensor]:

@@ -114,7 +114,7 @@ def test_cli_writes_the_run_folder(tmp_path):
 
 def test_short_training_on_8gaussians_learns_all_eight_modes(tmp_path):
     from core.game import Game
-    from core.tasks import make_task
+    from core.task import make_task
 
     config = resolve_config("8gaussians", "quick", prior="vamp_to_mog", iterations=1200, warmup=400,
                             batch_size=256, mc_samples=10, eval_every=1200, lr_milestones=[800])

@@ -16,7 +16,7 @@ import core.train
 from core.config import resolve_config
 from core.game import Game, has_batch_norm
 from core.reference_step import ReferenceGame
-from core.tasks import make_task
+from core.task import make_task
 from core.train import train
 
 PLAYERS = ("encoder", "decoder", "prior")

@@ -101,7 +101,8 @@ def test_evaluation_leaves_training_untouched():
 def test_task_shape_scale_nets_and_pseudo_inputs():
     config = smoke(autocast="bf16")
     task = ImageTask(config, CPU)
-    assert task.image_shape == (1, 8, 8) and task.scale == 1 / 64 and task.fresh_regularizer_samples is False
+    assert task.image_shape == (1, 8, 8) and task.scale == 1 / 64
+    assert config.fresh_regularizer_samples is False and config.squash_pseudo_inputs is True  # image defaults
     encoder, decoder = task.make_nets(config)
     assert encoder.autocast == decoder.autocast == "bf16"
     conv = next(m for m in encoder.modules() if isinstance(m, nn.Conv2d))

@@ -3,7 +3,7 @@
 import pytest
 
 from core import __main__ as core_cli
-from core.config import ConfigError, TrainConfig
+from core.config import ConfigError, TrainConfig, resolve_config
 from core.overrides import kinds, parse_assignments, parse_value
 from search_spaces.space import resolve_trial
 from study import run as study_cli
@@ -49,3 +49,29 @@ def test_help_shows_each_keys_meaning_default_and_choices():
     assert "--metric-epochs METRIC_EPOCHS image runs: epochs (completed) at which every image metric is computed " \
            "(default: none)" in text
     assert "--beta-neg BETA_NEG weight of the fakes' KL inside the encoder's exp-ELBO (default: 0.9)" in text
+
+
+def test_the_2d_and_image_switches_are_config_keys_with_per_dataset_defaults():
+    """fresh_regularizer_samples and squash_pseudo_inputs default per dataset (2D: fresh, raw; images: reuse,
+    squashed), are recorded with the config, take overrides and refuse non-booleans; squashing reaches the prior."""
+    import torch
+
+    from core.nets import MLPEncoder
+    from core.priors import build_prior
+
+    toy, image = resolve_config("8gaussians", "smoke"), resolve_config("digits", "smoke")
+    assert (toy.fresh_regularizer_samples, toy.squash_pseudo_inputs) == (True, False)
+    assert (image.fresh_regularizer_samples, image.squash_pseudo_inputs) == (False, True)
+    assert toy.to_dict()["fresh_regularizer_samples"] is True  # what MLflow records as a param
+    flipped = resolve_config("8gaussians", "smoke", **parse_assignments(["fresh_regularizer_samples=no",
+                                                                         "squash_pseudo_inputs=yes"]))
+    assert (flipped.fresh_regularizer_samples, flipped.squash_pseudo_inputs) == (False, True)
+    with pytest.raises(ConfigError, match="squash_pseudo_inputs"):
+        resolve_config("8gaussians", "smoke", squash_pseudo_inputs="maybe")
+
+    far = torch.full((4, 2), 3.0)  # pseudo-inputs outside [0, 1]
+    for config, expected in ((toy, 3.0), (flipped, 1.0)):
+        config = resolve_config("8gaussians", "smoke", prior="vamp", num_components=4,
+                                squash_pseudo_inputs=config.squash_pseudo_inputs)
+        prior = build_prior(config, MLPEncoder(2, config.z_dim), lambda k: far[:k])
+        assert float(prior.inputs().max()) == expected

@@ -221,7 +221,7 @@ def test_storage_as_a_file_uri(local_ray, tmp_path, capsys):
             "--storage", storage, "--tracking-uri", uri, "--name", "on-uri"]
     assert main(args) == 0
     assert "trials finished: 1, failed: 0" in capsys.readouterr().out
-    folder = tmp_path / "bucket" / "ray_results" / "on-uri"
+    folder = tmp_path / "nfs" / "ray_results" / "on-uri"
     assert {"study.json", DRIVER_FILE} <= {p.name for p in folder.iterdir()}
     assert any(folder.glob("train_trial_*/checkpoint_*"))
     assert main(["--resume", "--name", "on-uri", "--storage", storage]) == 0

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-import core.tasks
+import core.toy_task
 from core.config import resolve_config
 from core.data.toy2d import sample_toy2d
 from core.game import Game
-from core.tasks import ToyTask
+from core.toy_task import ToyTask
 from core.train import train
 
 CPU = torch.device("cpu")
@@ -27,7 +27,7 @@ def test_gnelbo_real_points_are_separately_drawn_batches_of_128(monkeypatch):
         seen["real"] = real_points
         return 0.0
 
-    monkeypatch.setattr(core.tasks, "gnelbo", capture)
+    monkeypatch.setattr(core.toy_task, "gnelbo", capture)
     task.evaluate(Game(config, task, CPU), final=True)
     real = seen["real"]
     assert real.shape == (100 * 128, 2)

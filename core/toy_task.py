@@ -1,7 +1,5 @@
-"""How a benchmark plugs into the training loop: its nets, its batches, its `scale`, its metrics and artifacts.
-
-The game (core/game.py) is the same for 2D and images; a task supplies everything that differs.
-"""
+"""The 2D densities as a task of the game (core/task.py): MLP nets, a fresh batch per iteration, kl, jsd, gnelbo
+(docs/method.md §2.1, §2.2)."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.config import TrainConfig
+from core.config import EVAL_SEED_OFFSET, TrainConfig
 from core.data.toy2d import grid_scale, sample_toy2d
 from core.figures import plot_2d_run
 from core.losses import kl_and_mean_responsibility, reconstruction_error
@@ -26,7 +24,6 @@ from core.metrics.density import (
 from core.metrics.modes import mode_coverage
 from core.nets import MLPDecoder, MLPEncoder
 
-EVAL_SEED_OFFSET = 29_999
 VAMP_INIT_BATCH = 512
 FIGURE_GRID = 200
 
@@ -36,7 +33,6 @@ class ToyTask:
     mode coverage)."""
 
     scale = 0.5
-    fresh_regularizer_samples = True
 
     def __init__(self, config: TrainConfig, device: torch.device):
         self.config = config
@@ -138,11 +134,3 @@ class ToyTask:
             title=f"{self.config.dataset} · {self.config.model} · prior {self.config.prior} · kl {metrics['kl']:.3f}",
         )
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-
-
-def make_task(config: TrainConfig, device: torch.device):
-    if config.is_image:
-        from core.image_task import ImageTask
-
-        return ImageTask(config, device)
-    return ToyTask(config, device)
