@@ -24,3 +24,4 @@ test: setup test-deps lint
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .

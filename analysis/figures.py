@@ -50,8 +50,14 @@ def _labels(column: pd.Series, order: list[Any]) -> tuple[pd.Series, list[str]]:
     return labels, [w for w in wanted if w in set(labels)]
 
 
-def by_factor(runs: pd.DataFrame, factor: str, metrics: list[str], *, levels: dict[str, list[Any]] | None = None,
-              hue: str | None = None) -> plt.Figure:
+def by_factor(
+    runs: pd.DataFrame,
+    factor: str,
+    metrics: list[str],
+    *,
+    levels: dict[str, list[Any]] | None = None,
+    hue: str | None = None,
+) -> plt.Figure:
     """One panel per metric: its value per level of `factor`, each finished seed a point, mean ± std beside;
     `hue` splits by a second factor."""
     levels = levels or {}
@@ -69,23 +75,47 @@ def by_factor(runs: pd.DataFrame, factor: str, metrics: list[str], *, levels: di
             if _wide_positive(done[factor]):
                 ax.set_xscale("log")
         else:
-            sns.stripplot(data=done, x=factor, y=metric, hue=hue, order=order, hue_order=hue_order,
-                          dodge=hue is not None, alpha=0.6, ax=ax, legend=False)
-            sns.pointplot(data=done, x=factor, y=metric, hue=hue, order=order, hue_order=hue_order,
-                          dodge=0.4 if hue is not None else False, errorbar="sd", linestyle="none",
-                          markers="D", capsize=0.1, ax=ax, legend=ax is axes[0] and hue is not None)
+            sns.stripplot(
+                data=done,
+                x=factor,
+                y=metric,
+                hue=hue,
+                order=order,
+                hue_order=hue_order,
+                dodge=hue is not None,
+                alpha=0.6,
+                ax=ax,
+                legend=False,
+            )
+            sns.pointplot(
+                data=done,
+                x=factor,
+                y=metric,
+                hue=hue,
+                order=order,
+                hue_order=hue_order,
+                dodge=0.4 if hue is not None else False,
+                errorbar="sd",
+                linestyle="none",
+                markers="D",
+                capsize=0.1,
+                ax=ax,
+                legend=ax is axes[0] and hue is not None,
+            )
             if max((len(o) for o in order), default=0) > 8:
                 ax.tick_params(axis="x", labelrotation=45)
                 for tick in ax.get_xticklabels():
                     tick.set_horizontalalignment("right")
         ax.set_title(metric)
-    fig.suptitle(f"{', '.join(metrics)} by {factor}" + (f" and {hue}" if hue else "")
-                 + " (points: seeds; diamonds: mean ± std)")
+    fig.suptitle(
+        f"{', '.join(metrics)} by {factor}" + (f" and {hue}" if hue else "") + " (points: seeds; diamonds: mean ± std)"
+    )
     return fig
 
 
-def heatmap(runs: pd.DataFrame, rows: str, columns: str, metrics: list[str], *,
-            levels: dict[str, list[Any]] | None = None) -> plt.Figure:
+def heatmap(
+    runs: pd.DataFrame, rows: str, columns: str, metrics: list[str], *, levels: dict[str, list[Any]] | None = None
+) -> plt.Figure:
     """One panel per metric: the mean over finished seeds (and over any other factors) for each pair of levels."""
     levels = levels or {}
     done = runs[runs["state"] == "finished"].copy()
@@ -104,14 +134,22 @@ def heatmap(runs: pd.DataFrame, rows: str, columns: str, metrics: list[str], *,
 def _wide_positive(column: pd.Series) -> bool:
     """Positive values spanning two decades or more: a log axis shows them better (log-uniform searches)."""
     values = column.dropna()
-    return (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and len(values) > 0
-            and bool((values > 0).all()) and values.max() / values.min() >= 100)
+    return (
+        pd.api.types.is_numeric_dtype(values)
+        and not pd.api.types.is_bool_dtype(values)
+        and len(values) > 0
+        and bool((values > 0).all())
+        and values.max() / values.min() >= 100
+    )
 
 
 def many_levels(column: pd.Series) -> bool:
     """A numeric factor with more levels than a category axis can show (a searched, continuous parameter)."""
-    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column) and (
-        column.nunique() > MAX_CATEGORIES)
+    return (
+        pd.api.types.is_numeric_dtype(column)
+        and not pd.api.types.is_bool_dtype(column)
+        and (column.nunique() > MAX_CATEGORIES)
+    )
 
 
 def pair_scatter(runs: pd.DataFrame, x: str, y: str, metrics: list[str]) -> plt.Figure:
@@ -129,22 +167,39 @@ def pair_scatter(runs: pd.DataFrame, x: str, y: str, metrics: list[str]) -> plt.
     return fig
 
 
-def curves(history: pd.DataFrame, runs: pd.DataFrame, metrics: list[str], factors: list[str], *,
-           levels: dict[str, list[Any]] | None = None, color_by: str | None = None) -> plt.Figure:
+def curves(
+    history: pd.DataFrame,
+    runs: pd.DataFrame,
+    metrics: list[str],
+    factors: list[str],
+    *,
+    levels: dict[str, list[Any]] | None = None,
+    color_by: str | None = None,
+) -> plt.Figure:
     """One panel per metric over training (step = iteration or epoch) of the finished and early-stopped trials:
     mean ± std over seeds per configuration; with many configurations (or continuous factors) every run is its own
     line, coloured by its final `color_by`."""
     runs = runs[runs["state"].isin(("finished", "stopped_early"))]  # a failed run's partial curve would skew the mean
     labelled = add_config_labels(runs, factors, levels or {})
-    data = history[history["metric"].isin(metrics)].merge(labelled[["run_id", "config", *_present(runs, color_by)]],
-                                                          on="run_id")
+    data = history[history["metric"].isin(metrics)].merge(
+        labelled[["run_id", "config", *_present(runs, color_by)]], on="run_id"
+    )
     many = labelled["config"].nunique() > MAX_HUE or any(many_levels(runs[f]) for f in factors)
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics):
         part = data[data["metric"] == metric]
         if many:
-            sns.lineplot(data=part, x="step", y="value", units="run_id", estimator=None,
-                         hue=color_by if color_by in part else None, palette="viridis", lw=0.8, ax=ax)
+            sns.lineplot(
+                data=part,
+                x="step",
+                y="value",
+                units="run_id",
+                estimator=None,
+                hue=color_by if color_by in part else None,
+                palette="viridis",
+                lw=0.8,
+                ax=ax,
+            )
         else:
             sns.lineplot(data=part, x="step", y="value", hue="config", errorbar="sd", marker="o", ax=ax)
         ax.set_title(metric)
@@ -154,8 +209,13 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, metrics: list[str], factor
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small",
-                   title=f"final {color_by}" if many else ", ".join(factors) or None)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside right upper",
+            fontsize="small",
+            title=f"final {color_by}" if many else ", ".join(factors) or None,
+        )
     fig.suptitle("over training (mean ± std over seeds)" if not many else "over training (one line a trial)")
     return fig
 
@@ -164,8 +224,14 @@ def _present(runs: pd.DataFrame, column: str | None) -> list[str]:
     return [column] if column and column in runs else []
 
 
-def density_grid(images: dict[str, Path], runs: pd.DataFrame, factors: list[str], *,
-                 levels: dict[str, list[Any]] | None = None, columns: int = 5) -> plt.Figure:
+def density_grid(
+    images: dict[str, Path],
+    runs: pd.DataFrame,
+    factors: list[str],
+    *,
+    levels: dict[str, list[Any]] | None = None,
+    columns: int = 5,
+) -> plt.Figure:
     """The trials' density figures (figure.png) side by side: one row per configuration, one column per seed
     (or wrapped at `columns` panels for a study without seeds)."""
     labelled = add_config_labels(runs[runs["run_id"].isin(images)], factors, levels or {})
@@ -179,8 +245,9 @@ def density_grid(images: dict[str, Path], runs: pd.DataFrame, factors: list[str]
     cols = len(seeds) if by_seed else max(1, min(wrap, len(labelled)))
     configs = list(dict.fromkeys(labelled["config"]))
     rows = len(configs) if by_seed else max(1, -(-len(labelled) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, (width / aspect + 0.5) * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols, (width / aspect + 0.5) * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for i, (_, run) in enumerate(labelled.iterrows()):

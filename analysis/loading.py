@@ -88,12 +88,25 @@ class Study:
 
     def meta(self) -> dict[str, Any]:
         """Everything but the frames, as JSON-able data (study.json beside the parquet files)."""
-        return {"name": self.name, "tracking_uri": self.tracking_uri, "experiment_ids": self.experiment_ids,
-                "study_id": self.study_id, "other_study_ids": self.other_study_ids, "space": self.space,
-                "dataset": self.dataset, "budget": self.budget, "metric": self.metric, "mode": self.mode,
-                "searched": self.searched, "factors": self.factors,
-                "levels": {k: [_jsonable(v) for v in vals] for k, vals in self.levels.items()},
-                "params": self.params, "metrics": self.metrics, "counts": self.counts(), "seeds": self.seeds()}
+        return {
+            "name": self.name,
+            "tracking_uri": self.tracking_uri,
+            "experiment_ids": self.experiment_ids,
+            "study_id": self.study_id,
+            "other_study_ids": self.other_study_ids,
+            "space": self.space,
+            "dataset": self.dataset,
+            "budget": self.budget,
+            "metric": self.metric,
+            "mode": self.mode,
+            "searched": self.searched,
+            "factors": self.factors,
+            "levels": {k: [_jsonable(v) for v in vals] for k, vals in self.levels.items()},
+            "params": self.params,
+            "metrics": self.metrics,
+            "counts": self.counts(),
+            "seeds": self.seeds(),
+        }
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """runs.parquet, history.parquet and study.json in `folder`."""
@@ -147,16 +160,33 @@ def load_study(
     searched = bool(space.searched) if space is not None else _looks_searched(runs, params)
     factors, levels = _factors(runs, params, space)
     if factors:
-        runs = runs.sort_values(factors + (["seed"] if "seed" in runs else []),
-                                key=lambda col: _sort_key(col, levels.get(col.name)), kind="stable")
+        runs = runs.sort_values(
+            factors + (["seed"] if "seed" in runs else []),
+            key=lambda col: _sort_key(col, levels.get(col.name)),
+            kind="stable",
+        )
         runs = runs.reset_index(drop=True)
     hist = _history_frame(client, raw) if history else _empty_history()
-    return Study(name=name, tracking_uri=tracking_uri, experiment_ids=experiment_ids,
-                 study_id=chosen or None, space=tags.get("space"), dataset=dataset,
-                 budget=tags.get("budget") or _single(runs, "budget"), metric=metric, mode=mode, searched=searched,
-                 factors=factors, levels=levels, params=params, metrics=_ordered_metrics(metric_columns),
-                 runs=runs, history=hist, other_study_ids=others,
-                 parent_run_id=parents[0] if len(parents) == 1 else None)
+    return Study(
+        name=name,
+        tracking_uri=tracking_uri,
+        experiment_ids=experiment_ids,
+        study_id=chosen or None,
+        space=tags.get("space"),
+        dataset=dataset,
+        budget=tags.get("budget") or _single(runs, "budget"),
+        metric=metric,
+        mode=mode,
+        searched=searched,
+        factors=factors,
+        levels=levels,
+        params=params,
+        metrics=_ordered_metrics(metric_columns),
+        runs=runs,
+        history=hist,
+        other_study_ids=others,
+        parent_run_id=parents[0] if len(parents) == 1 else None,
+    )
 
 
 def download_artifact(study: Study, run_id: str, path: str, dest: str | Path) -> Path | None:
@@ -236,10 +266,12 @@ def _check_store(uri: str) -> None:
     """A missing sqlite file is an error, not a new empty store (MLflow would create one)."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not path or not Path(path).is_file():
-            raise StudyNotFound(f"no MLflow store at {uri} (no database file {path or '?'}); pass the store the "
-                                "study wrote to with --tracking-uri")
+            raise StudyNotFound(
+                f"no MLflow store at {uri} (no database file {path or '?'}); pass the store the "
+                "study wrote to with --tracking-uri"
+            )
     elif parsed.scheme == "file" and not Path(parsed.path).is_dir():
         raise StudyNotFound(f"no MLflow store at {uri} (folder {parsed.path} does not exist)")
 
@@ -249,8 +281,11 @@ def _experiments_of(client, name: str, uri: str) -> list[str]:
     if experiment is not None and experiment.lifecycle_stage == "active":
         return [experiment.experiment_id]
     experiments = client.search_experiments()
-    tagged = [e.experiment_id for e in experiments
-              if client.search_runs([e.experiment_id], filter_string=f"tags.study = '{_quote(name)}'", max_results=1)]
+    tagged = [
+        e.experiment_id
+        for e in experiments
+        if client.search_runs([e.experiment_id], filter_string=f"tags.study = '{_quote(name)}'", max_results=1)
+    ]
     if tagged:
         return tagged
     known = sorted(e.name for e in experiments if e.name != "Default")
@@ -283,8 +318,9 @@ def _choose_study_id(raw: list, wanted: str | None, name: str) -> tuple[str, lis
         return "all", []
     if wanted is not None:
         if wanted not in first_start:
-            raise StudyNotFound(f"study {name!r} has no runs with study_id {wanted!r} "
-                                f"(study ids: {', '.join(ids) or 'none'})")
+            raise StudyNotFound(
+                f"study {name!r} has no runs with study_id {wanted!r} (study ids: {', '.join(ids) or 'none'})"
+            )
         return wanted, [i for i in ids if i != wanted]
     if not ids:
         return "", []
@@ -321,23 +357,49 @@ def _runs_frame(raw: list) -> tuple[pd.DataFrame, list[str], list[str]]:
         tags = run.data.tags
         status = run.info.status
         stopped = tags.get("stopped_early", "false").lower() == "true"
-        state = ("stopped_early" if stopped else "finished") if status == "FINISHED" else (
-            "failed" if status in ("FAILED", "KILLED") else "running")
+        state = (
+            ("stopped_early" if stopped else "finished")
+            if status == "FINISHED"
+            else ("failed" if status in ("FAILED", "KILLED") else "running")
+        )
         end = run.info.end_time
-        rows.append({
-            "run_id": run.info.run_id, "trial_id": tags.get("trial_id"),
-            "trial_name": tags.get("trial_name") or run.info.run_name, "study_id": tags.get("study_id"),
-            "state": state, "mlflow_status": status, "failure_reason": tags.get("failure_reason"),
-            "stopped_early": stopped,
-            "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
-            "end_time": pd.to_datetime(end, unit="ms", utc=True) if end else pd.NaT,
-            "duration_s": (end - run.info.start_time) / 1000 if end and run.info.start_time else np.nan,
-            "git_commit": tags.get("git_commit"), "device_used": tags.get("device"),
-            "betas_from": tags.get("betas_from"),
-        })
-    frame = pd.DataFrame(rows, columns=["run_id", "trial_id", "trial_name", "study_id", "state", "mlflow_status",
-                                        "failure_reason", "stopped_early", "start_time", "end_time", "duration_s",
-                                        "git_commit", "device_used", "betas_from"])
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "trial_id": tags.get("trial_id"),
+                "trial_name": tags.get("trial_name") or run.info.run_name,
+                "study_id": tags.get("study_id"),
+                "state": state,
+                "mlflow_status": status,
+                "failure_reason": tags.get("failure_reason"),
+                "stopped_early": stopped,
+                "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+                "end_time": pd.to_datetime(end, unit="ms", utc=True) if end else pd.NaT,
+                "duration_s": (end - run.info.start_time) / 1000 if end and run.info.start_time else np.nan,
+                "git_commit": tags.get("git_commit"),
+                "device_used": tags.get("device"),
+                "betas_from": tags.get("betas_from"),
+            }
+        )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "run_id",
+            "trial_id",
+            "trial_name",
+            "study_id",
+            "state",
+            "mlflow_status",
+            "failure_reason",
+            "stopped_early",
+            "start_time",
+            "end_time",
+            "duration_s",
+            "git_commit",
+            "device_used",
+            "betas_from",
+        ],
+    )
     frame[["failure_reason", "betas_from"]] = frame[["failure_reason", "betas_from"]].astype(object)
     columns = {p: typed_column([r.data.params.get(p, "None") for r in raw], p) for p in params}
     metric_columns = {}
@@ -363,9 +425,16 @@ def _history_frame(client, raw: list) -> pd.DataFrame:
 
 
 def _empty_history() -> pd.DataFrame:
-    return pd.DataFrame({"run_id": pd.Series(dtype=object), "trial_id": pd.Series(dtype=object),
-                         "metric": pd.Series(dtype=object), "step": pd.Series(dtype="int64"),
-                         "value": pd.Series(dtype="float64"), "timestamp": pd.Series(dtype="datetime64[ns, UTC]")})
+    return pd.DataFrame(
+        {
+            "run_id": pd.Series(dtype=object),
+            "trial_id": pd.Series(dtype=object),
+            "metric": pd.Series(dtype=object),
+            "step": pd.Series(dtype="int64"),
+            "value": pd.Series(dtype="float64"),
+            "timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
+        }
+    )
 
 
 def _single(runs: pd.DataFrame, column: str) -> str | None:
@@ -411,8 +480,7 @@ def infer_factors(runs: pd.DataFrame, params: list[str]) -> list[str]:
     candidates = (["variant"] if "variant" in varying else []) + [p for p in varying if p != "variant"]
     kept: list[str] = []
     for candidate in candidates:
-        if not kept or (runs.astype({c: str for c in [*kept, candidate]})
-                        .groupby(kept)[candidate].nunique().max() > 1):
+        if not kept or (runs.astype({c: str for c in [*kept, candidate]}).groupby(kept)[candidate].nunique().max() > 1):
             kept.append(candidate)
     return kept
 

@@ -49,20 +49,32 @@ class NoFinishedRuns(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.report",
-                                description="Ablation tables, figures and data of a study tracked in MLflow.")
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.report", description="Ablation tables, figures and data of a study tracked in MLflow."
+    )
     p.add_argument("--study", required=True, help="study name (= its MLflow experiment; see study.run --name)")
-    p.add_argument("--tracking-uri", default=default_tracking_uri(),
-                   help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else {LOCAL_TRACKING_URI})")
+    p.add_argument(
+        "--tracking-uri",
+        default=default_tracking_uri(),
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else {LOCAL_TRACKING_URI})",
+    )
     p.add_argument("--out", help="output folder (default reports/STUDY)")
-    p.add_argument("--study-id", help="which run of a study name started more than once: an id, or 'all' "
-                                      "(default: the latest)")
-    p.add_argument("--baseline", help="row the others are compared with, e.g. 'clip=none,responsibility_weight=0' "
-                                      "or a variant name; 'none' for no comparison (default: the space's reference "
-                                      "configuration when the study has it)")
-    p.add_argument("--select", choices=["none", *SELECTIONS], default="none",
-                   help="the paper's selection rule: per configuration keep the best beta by kl (2D) or the best "
-                        "lambda by FID (images) (default none)")
+    p.add_argument(
+        "--study-id", help="which run of a study name started more than once: an id, or 'all' (default: the latest)"
+    )
+    p.add_argument(
+        "--baseline",
+        help="row the others are compared with, e.g. 'clip=none,responsibility_weight=0' "
+        "or a variant name; 'none' for no comparison (default: the space's reference "
+        "configuration when the study has it)",
+    )
+    p.add_argument(
+        "--select",
+        choices=["none", *SELECTIONS],
+        default="none",
+        help="the paper's selection rule: per configuration keep the best beta by kl (2D) or the best "
+        "lambda by FID (images) (default none)",
+    )
     p.add_argument("--metrics", help="comma-separated table columns (default: the paper's for the dataset)")
     p.add_argument("--decimals", type=int, help="decimals in the tables (default: 2 for 2D, 3 for images)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the baseline test (0.05)")
@@ -74,17 +86,26 @@ def check_finished(study: Study) -> None:
     if counts["finished"]:
         return
     if not counts["total"]:
-        raise NoFinishedRuns(f"study {study.name!r} has no runs yet (its MLflow experiment exists, but no trial has "
-                             "opened a run in it)")
+        raise NoFinishedRuns(
+            f"study {study.name!r} has no runs yet (its MLflow experiment exists, but no trial has opened a run in it)"
+        )
     reasons = study.runs.loc[study.runs["state"] == "failed", "failure_reason"].dropna().unique()[:3]
     detail = "".join(f"\n  failure: {r}" for r in reasons)
     raise NoFinishedRuns(
         f"study {study.name!r} has no finished runs yet ({counts['total']} trials: {counts['failed']} failed, "
-        f"{counts['running']} running or unfinished, {counts['stopped_early']} stopped early){detail}")
+        f"{counts['running']} running or unfinished, {counts['stopped_early']} stopped early){detail}"
+    )
 
 
-def build_table(study: Study, *, baseline: str | None = None, select: str = "none", metrics: list[str] | None = None,
-                decimals: int | None = None, alpha: float = 0.05) -> AblationTable:
+def build_table(
+    study: Study,
+    *,
+    baseline: str | None = None,
+    select: str = "none",
+    metrics: list[str] | None = None,
+    decimals: int | None = None,
+    alpha: float = 0.05,
+) -> AblationTable:
     """The study's ablation table (after the selection rule, if any), compared with the baseline row; a searched
     study's rows best first by its objective."""
     runs, factors, note = study.runs, study.factors, None
@@ -93,19 +114,21 @@ def build_table(study: Study, *, baseline: str | None = None, select: str = "non
     metrics = metrics or table_metrics(study.metrics, study.dataset)
     missing = [m for m in metrics if m not in runs]
     if missing:
-        raise ValueError(f"metric(s) {', '.join(missing)} not recorded by study {study.name!r} "
-                         f"(recorded: {', '.join(study.metrics)})")
+        raise ValueError(
+            f"metric(s) {', '.join(missing)} not recorded by study {study.name!r} "
+            f"(recorded: {', '.join(study.metrics)})"
+        )
     if baseline is None:
         spec: Any = default_baseline(study.space, factors, runs)
     else:
         spec = None if baseline.lower() == "none" else parse_baseline(baseline)
     if decimals is None:
         decimals = 3 if study.dataset in IMAGE_DATASETS else 2
-    table = ablation_table(runs, factors, metrics, levels=study.levels, baseline=spec, alpha=alpha,
-                           decimals=decimals, selection=note)
+    table = ablation_table(
+        runs, factors, metrics, levels=study.levels, baseline=spec, alpha=alpha, decimals=decimals, selection=note
+    )
     if study.searched and f"{study.metric}_mean" in table.stats:  # sampled points have no order of their own
-        table.stats = table.stats.sort_values(f"{study.metric}_mean", ascending=study.mode == "min",
-                                              na_position="last")
+        table.stats = table.stats.sort_values(f"{study.metric}_mean", ascending=study.mode == "min", na_position="last")
     return table
 
 
@@ -119,7 +142,8 @@ def write_report(study: Study, out: str | Path, **table_options: Any) -> Path:
     (out / "ablation.md").write_text(
         f"# {study.name}: ablation table\n\n## Mean ± std/√n (the paper's convention)\n\n{table.to_markdown('sem')}"
         f"\n## Mean ± std\n\n{table.to_markdown('std')}\n## Each row against the baseline\n\n"
-        f"{table.comparison_markdown()}")
+        f"{table.comparison_markdown()}"
+    )
     (out / "ablation_sem.tex").write_text(table.to_latex("sem"))
     (out / "ablation_std.tex").write_text(table.to_latex("std"))
     (out / "ablation.csv").write_text(table.to_csv())
@@ -148,21 +172,26 @@ def write_figures(study: Study, table: AblationTable, out: Path) -> tuple[list[P
         if fg.many_levels(runs[rows]) or fg.many_levels(runs[columns]):
             paths += fg.save(fg.pair_scatter(runs, rows, columns, metrics), folder, f"scatter_{rows}_x_{columns}")
         else:
-            paths += fg.save(fg.heatmap(runs, rows, columns, metrics, levels=levels), folder,
-                             f"heatmap_{rows}_x_{columns}")
+            paths += fg.save(
+                fg.heatmap(runs, rows, columns, metrics, levels=levels), folder, f"heatmap_{rows}_x_{columns}"
+            )
     else:
         notes.append("No heatmap: the study varies fewer than two factors.")
     steps = study.history.groupby("metric")["step"].nunique()
     logged = set(steps.index[steps > 1])  # a metric logged once (gnelbo, at the end) has no curve
-    for name, wanted in (("learning_curves", metrics), ("training_losses", fg.TRAINING_METRICS),
-                         ("active_modes", ("active_modes",))):
+    for name, wanted in (
+        ("learning_curves", metrics),
+        ("training_losses", fg.TRAINING_METRICS),
+        ("active_modes", ("active_modes",)),
+    ):
         present = [m for m in wanted if m in logged]
         if present:
             fig = fg.curves(study.history, runs, present, factors, levels=levels, color_by=study.metric)
             paths += fg.save(fig, folder, name)
         else:
-            notes.append(f"No {name.replace('_', ' ')} figure: none of {', '.join(wanted)} was logged at more "
-                         "than one step.")
+            notes.append(
+                f"No {name.replace('_', ' ')} figure: none of {', '.join(wanted)} was logged at more than one step."
+            )
     if study.dataset not in IMAGE_DATASETS:
         images = density_images(study, out / "artifacts")
         if images:
@@ -203,14 +232,16 @@ def importance_figure(study: Study, folder: Path, notes: list[str]) -> list[Path
     return fg.save(fg.importance_plot(scores, study.metric), folder, "importance")
 
 
-def index_text(study: Study, table: AblationTable, files: dict[str, Path], figures: list[Path],
-               notes: list[str]) -> str:
+def index_text(
+    study: Study, table: AblationTable, files: dict[str, Path], figures: list[Path], notes: list[str]
+) -> str:
     counts = study.counts()
     commits = ", ".join(sorted(study.runs["git_commit"].dropna().unique())) or "unknown"
     protocols = ", ".join(sorted(study.runs["protocol"].dropna().unique())) if "protocol" in study.runs else ""
     levels = "; ".join(f"{f} ({describe_levels(study.levels.get(f, []))})" for f in study.factors)
     lines = [
-        f"# Study {study.name}", "",
+        f"# Study {study.name}",
+        "",
         f"- tracking URI: `{study.tracking_uri}` (experiment {', '.join(study.experiment_ids)}, "
         f"study id {study.study_id or 'none'})",
         f"- space: {study.space or 'unknown'} · dataset: {study.dataset or '?'} · budget: {study.budget or '?'} · "
@@ -222,34 +253,55 @@ def index_text(study: Study, table: AblationTable, files: dict[str, Path], figur
         f"stopped early {counts['stopped_early']}, running/unfinished {counts['running']}",
     ]
     if study.other_study_ids:
-        lines.append(f"- this experiment also holds earlier runs of the same name (study ids "
-                     f"{', '.join(study.other_study_ids)}); pass --study-id to read one of them, or 'all'")
-    lines += ["", "## What separates", "", table.separation(), "", "## Ablation table (mean ± std/√n)", "",
-              table.to_markdown("sem"),
-              f"Tables with mean ± std, the baseline comparison ({TEST_NAME.split(' (')[0]}) and LaTeX: "
-              "[ablation.md](ablation.md), [ablation_sem.tex](ablation_sem.tex), [ablation_std.tex](ablation_std.tex);"
-              " numbers: [ablation.csv](ablation.csv).", ""]
+        lines.append(
+            f"- this experiment also holds earlier runs of the same name (study ids "
+            f"{', '.join(study.other_study_ids)}); pass --study-id to read one of them, or 'all'"
+        )
+    lines += [
+        "",
+        "## What separates",
+        "",
+        table.separation(),
+        "",
+        "## Ablation table (mean ± std/√n)",
+        "",
+        table.to_markdown("sem"),
+        f"Tables with mean ± std, the baseline comparison ({TEST_NAME.split(' (')[0]}) and LaTeX: "
+        "[ablation.md](ablation.md), [ablation_sem.tex](ablation_sem.tex), [ablation_std.tex](ablation_std.tex);"
+        " numbers: [ablation.csv](ablation.csv).",
+        "",
+    ]
     lines += not_learned_lines(study)
     unfinished = study.runs[study.runs["state"] != "finished"]
     if len(unfinished):
         labelled = add_config_labels(unfinished, study.factors, study.levels)
-        listing = pd.DataFrame({
-            "trial": labelled["trial_name"].fillna(labelled["run_id"]),
-            "configuration": labelled["config"].astype(str),
-            "seed": labelled["seed"].map(level_label) if "seed" in labelled else "",
-            "state": labelled["state"],
-            "reason": labelled["failure_reason"].fillna("").map(lambda r: r[:200]),
-        })
-        lines += [f"## Trials that did not finish ({len(unfinished)}: failed {counts['failed']}, stopped early "
-                  f"{counts['stopped_early']}, running/unfinished {counts['running']})", "",
-                  markdown_table(listing), ""]
-    lines += ["## Data", "",
-              f"- [{files['runs'].name}]({files['runs'].name}): one row per trial (state, failure reason, the full "
-              "config, final metrics)",
-              f"- [{files['history'].name}]({files['history'].name}): every logged value (run_id, metric, step, "
-              "value)",
-              f"- [{files['meta'].name}]({files['meta'].name}): factors, levels, objective, counts", "",
-              "## Figures (PNG and PDF)", ""]
+        listing = pd.DataFrame(
+            {
+                "trial": labelled["trial_name"].fillna(labelled["run_id"]),
+                "configuration": labelled["config"].astype(str),
+                "seed": labelled["seed"].map(level_label) if "seed" in labelled else "",
+                "state": labelled["state"],
+                "reason": labelled["failure_reason"].fillna("").map(lambda r: r[:200]),
+            }
+        )
+        lines += [
+            f"## Trials that did not finish ({len(unfinished)}: failed {counts['failed']}, stopped early "
+            f"{counts['stopped_early']}, running/unfinished {counts['running']})",
+            "",
+            markdown_table(listing),
+            "",
+        ]
+    lines += [
+        "## Data",
+        "",
+        f"- [{files['runs'].name}]({files['runs'].name}): one row per trial (state, failure reason, the full "
+        "config, final metrics)",
+        f"- [{files['history'].name}]({files['history'].name}): every logged value (run_id, metric, step, value)",
+        f"- [{files['meta'].name}]({files['meta'].name}): factors, levels, objective, counts",
+        "",
+        "## Figures (PNG and PDF)",
+        "",
+    ]
     for path in figures:
         if path.suffix == ".png":
             rel = path.relative_to(files["runs"].parent)
@@ -266,18 +318,22 @@ def not_learned_lines(study: Study) -> list[str]:
     if not {"near_mode", "modes_covered"} <= set(runs.columns) or runs["near_mode"].isna().all():
         return []
     failed = runs[~runs.apply(learned, axis=1)]
-    head = (f"## Trials that did not learn the data ({len(failed)} of {len(runs)} finished: fewer than 8 modes "
-            f"covered or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode)")
+    head = (
+        f"## Trials that did not learn the data ({len(failed)} of {len(runs)} finished: fewer than 8 modes "
+        f"covered or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode)"
+    )
     if failed.empty:
         return [head, "", "Every finished trial learned all 8 modes.", ""]
     labelled = add_config_labels(failed, study.factors, study.levels)
-    listing = pd.DataFrame({
-        "configuration": labelled["config"].astype(str),
-        "seed": labelled["seed"].map(level_label) if "seed" in labelled else "",
-        "modes covered": labelled["modes_covered"].map(lambda v: f"{v:.0f}"),
-        "near a mode": labelled["near_mode"].map(lambda v: f"{v:.2f}"),
-        "kl": labelled["kl"].map(lambda v: f"{v:.2f}"),
-    })
+    listing = pd.DataFrame(
+        {
+            "configuration": labelled["config"].astype(str),
+            "seed": labelled["seed"].map(level_label) if "seed" in labelled else "",
+            "modes covered": labelled["modes_covered"].map(lambda v: f"{v:.0f}"),
+            "near a mode": labelled["near_mode"].map(lambda v: f"{v:.2f}"),
+            "kl": labelled["kl"].map(lambda v: f"{v:.2f}"),
+        }
+    )
     return [head, "", markdown_table(listing), "", "They are in the table's means; read those with this list.", ""]
 
 
@@ -300,8 +356,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         study = load_study(args.study, args.tracking_uri, study_id=args.study_id)
-        index = write_report(study, out, baseline=args.baseline, select=args.select, metrics=metrics,
-                             decimals=args.decimals, alpha=args.alpha)
+        index = write_report(
+            study,
+            out,
+            baseline=args.baseline,
+            select=args.select,
+            metrics=metrics,
+            decimals=args.decimals,
+            alpha=args.alpha,
+        )
     except StudyNotFound as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -313,8 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logged = log_to_study_run(study, out)
     counts = study.counts()
-    print(f"study {study.name}: {counts['total']} trials (finished {counts['finished']}, failed {counts['failed']}, "
-          f"stopped early {counts['stopped_early']}, running {counts['running']})")
+    print(
+        f"study {study.name}: {counts['total']} trials (finished {counts['finished']}, failed {counts['failed']}, "
+        f"stopped early {counts['stopped_early']}, running {counts['running']})"
+    )
     print(f"report: {index}" + (f" (also in MLflow: run {logged}'s artifacts, report/)" if logged else ""))
     return 0
 

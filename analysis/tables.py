@@ -64,11 +64,15 @@ class AblationTable:
     def caption(self, spread: str = "sem") -> str:
         n = self.stats["n"]
         seeds = f"n = {int(n.min())}" if n.min() == n.max() else f"n = {int(n.min())}–{int(n.max())}"
-        text = (f"Mean ± {SPREADS[spread]} over finished seeds ({seeds}; std is np.std with ddof = 0). "
-                "Bold: best mean per column (↓ lower / ↑ higher is better; unmarked columns have no direction).")
+        text = (
+            f"Mean ± {SPREADS[spread]} over finished seeds ({seeds}; std is np.std with ddof = 0). "
+            "Bold: best mean per column (↓ lower / ↑ higher is better; unmarked columns have no direction)."
+        )
         if self.baseline is not None:
-            text += (f" * : differs from the baseline ({self.baseline}) at p < {self.alpha:g}, {TEST_NAME}; "
-                     "rows or metrics with fewer than 2 seeds or no variance get no test.")
+            text += (
+                f" * : differs from the baseline ({self.baseline}) at p < {self.alpha:g}, {TEST_NAME}; "
+                "rows or metrics with fewer than 2 seeds or no variance get no test."
+            )
         if self.selection:
             text += f" {self.selection}"
         if self.protocol:
@@ -123,17 +127,24 @@ class AblationTable:
         n = int(self.stats["n"].min())
         found = []
         for label, row in self.stats.iterrows():
-            differs = [f"{m} {row[f'{m}_diff'] * metric_names.scale(m):+.{self.decimals}f} "
-                       f"(p = {_p_text(row[f'{m}_p_welch'])})" for m in self.metrics
-                       if label != self.baseline and row[f"{m}_p_welch"] < self.alpha]
+            differs = [
+                f"{m} {row[f'{m}_diff'] * metric_names.scale(m):+.{self.decimals}f} "
+                f"(p = {_p_text(row[f'{m}_p_welch'])})"
+                for m in self.metrics
+                if label != self.baseline and row[f"{m}_p_welch"] < self.alpha
+            ]
             if differs:
                 found.append(f"- {label} differs from the baseline: " + ", ".join(differs))
         if not found:
-            return (f"Nothing separates from the baseline ({self.baseline}) beyond seed noise: every row and metric "
-                    f"has Welch p ≥ {self.alpha:g} at n = {n} seeds. At this budget these configurations are not "
-                    "distinguishable.")
-        return (f"Beyond seed noise (Welch p < {self.alpha:g}, n ≥ {n} seeds; Δ = mean − baseline mean, baseline "
-                f"{self.baseline}):\n" + "\n".join(found))
+            return (
+                f"Nothing separates from the baseline ({self.baseline}) beyond seed noise: every row and metric "
+                f"has Welch p ≥ {self.alpha:g} at n = {n} seeds. At this budget these configurations are not "
+                "distinguishable."
+            )
+        return (
+            f"Beyond seed noise (Welch p < {self.alpha:g}, n ≥ {n} seeds; Δ = mean − baseline mean, baseline "
+            f"{self.baseline}):\n" + "\n".join(found)
+        )
 
     def comparison_markdown(self) -> str:
         """Each row against the baseline: difference of means and Welch's p-value per metric."""
@@ -144,17 +155,26 @@ class AblationTable:
         for m in self.metrics:
             scale = metric_names.scale(m)
             out[metric_header(m)] = [
-                "baseline" if label == self.baseline else
-                f"Δ {row[f'{m}_diff'] * scale:+.{self.decimals}f}, p = {_p_text(row[f'{m}_p_welch'])}"
-                for label, row in self.stats.iterrows()]
-        return (markdown_table(out) + f"\n\nΔ = mean − baseline mean ({self.baseline}); p from {TEST_NAME}.\n")
+                "baseline"
+                if label == self.baseline
+                else f"Δ {row[f'{m}_diff'] * scale:+.{self.decimals}f}, p = {_p_text(row[f'{m}_p_welch'])}"
+                for label, row in self.stats.iterrows()
+            ]
+        return markdown_table(out) + f"\n\nΔ = mean − baseline mean ({self.baseline}); p from {TEST_NAME}.\n"
 
     def to_latex(self, spread: str = "sem") -> str:
         cells = self.cells(spread, bold=(r"\textbf{", "}"), star="$^{*}$")
         headers = [_latex_escape(c) for c in cells.columns]
-        lines = [f"% {self.caption(spread)}", r"\begin{tabular}{" + "l" * max(1, len(self.factors))
-                 + "r" * (len(cells.columns) - max(1, len(self.factors))) + "}", r"\toprule",
-                 " & ".join(headers) + r" \\", r"\midrule"]
+        lines = [
+            f"% {self.caption(spread)}",
+            r"\begin{tabular}{"
+            + "l" * max(1, len(self.factors))
+            + "r" * (len(cells.columns) - max(1, len(self.factors)))
+            + "}",
+            r"\toprule",
+            " & ".join(headers) + r" \\",
+            r"\midrule",
+        ]
         for label, row in cells.iterrows():
             values = [v if v.startswith(r"\textbf") else _latex_escape(v) for v in row]
             values = [v.replace(" ± ", r" $\pm$ ") for v in values]
@@ -229,15 +249,25 @@ def ablation_table(
         row.update({f: group[f].iloc[0] for f in factors})
         if show_betas:
             row["betas"] = beta_label(group)
-        row.update(runs=len(group), n=len(done), failed=int((group["state"] == "failed").sum()),
-                   stopped_early=int((group["state"] == "stopped_early").sum()),
-                   running=int((group["state"] == "running").sum()))
+        row.update(
+            runs=len(group),
+            n=len(done),
+            failed=int((group["state"] == "failed").sum()),
+            stopped_early=int((group["state"] == "stopped_early").sum()),
+            running=int((group["state"] == "running").sum()),
+        )
         for m in metrics:
             values = done[m].dropna().to_numpy(float) if m in done else np.array([])
             n = len(values)
             std = float(np.std(values, ddof=0)) if n else math.nan
-            row.update({f"{m}_mean": float(np.mean(values)) if n else math.nan, f"{m}_std": std,
-                        f"{m}_sem": std / math.sqrt(n) if n else math.nan, f"{m}_n": n})
+            row.update(
+                {
+                    f"{m}_mean": float(np.mean(values)) if n else math.nan,
+                    f"{m}_std": std,
+                    f"{m}_sem": std / math.sqrt(n) if n else math.nan,
+                    f"{m}_n": n,
+                }
+            )
         rows.append(row)
     table = pd.DataFrame(rows).set_index("configuration")
     table.index.name = None
@@ -249,12 +279,21 @@ def ablation_table(
             continue
         base_values = _values(labelled, base_label, m)
         table[f"{m}_diff"] = table[f"{m}_mean"] - table.loc[base_label, f"{m}_mean"]
-        table[f"{m}_p_welch"] = [math.nan if label == base_label else welch(_values(labelled, label, m), base_values)
-                                 for label in table.index]
+        table[f"{m}_p_welch"] = [
+            math.nan if label == base_label else welch(_values(labelled, label, m), base_values)
+            for label in table.index
+        ]
     protocols = runs["protocol"].dropna().unique() if "protocol" in runs and "protocol" not in factors else []
-    return AblationTable(stats=table, factors=factors, metrics=metrics, baseline=base_label, alpha=alpha,
-                         decimals=decimals, selection=selection,
-                         protocol=str(protocols[0]) if len(protocols) else None)
+    return AblationTable(
+        stats=table,
+        factors=factors,
+        metrics=metrics,
+        baseline=base_label,
+        alpha=alpha,
+        decimals=decimals,
+        selection=selection,
+        protocol=str(protocols[0]) if len(protocols) else None,
+    )
 
 
 def beta_label(runs: pd.DataFrame) -> str:
@@ -271,8 +310,10 @@ def check_one_protocol(runs: pd.DataFrame, factors: list[str]) -> None:
     """Raise ValueError when the runs mix evaluation protocols that are not a factor of the table."""
     protocols = sorted(runs["protocol"].dropna().unique()) if "protocol" in runs else []
     if len(protocols) > 1 and "protocol" not in factors:
-        raise ValueError(f"the runs mix the evaluation protocols {', '.join(protocols)}, whose numbers differ in "
-                         "meaning (core/protocol.py); tabulate one protocol at a time or make protocol a factor")
+        raise ValueError(
+            f"the runs mix the evaluation protocols {', '.join(protocols)}, whose numbers differ in "
+            "meaning (core/protocol.py); tabulate one protocol at a time or make protocol a factor"
+        )
 
 
 def _values(labelled: pd.DataFrame, label: str, metric: str) -> np.ndarray:
@@ -300,13 +341,17 @@ def find_row(table: pd.DataFrame, factors: list[str], baseline: dict[str, Any] |
     if isinstance(baseline, dict):
         spec = {k: v for k, v in baseline.items() if k in factors}
         if spec:
-            match = [label for label, row in table.iterrows()
-                     if all(level_label(row[k]) == level_label(parse_param(str(v), k)) for k, v in spec.items())]
+            match = [
+                label
+                for label, row in table.iterrows()
+                if all(level_label(row[k]) == level_label(parse_param(str(v), k)) for k, v in spec.items())
+            ]
             if len(match) == 1:
                 return match[0]
             if len(match) > 1:
-                raise ValueError(f"baseline {baseline} matches {len(match)} rows; name every factor "
-                                 f"({', '.join(factors)})")
+                raise ValueError(
+                    f"baseline {baseline} matches {len(match)} rows; name every factor ({', '.join(factors)})"
+                )
     raise ValueError(f"baseline {baseline!r} is none of the table's rows (rows: {', '.join(table.index)})")
 
 
@@ -340,13 +385,17 @@ def select_best(
     keys, metric, mode = SELECTIONS[rule].keys, SELECTIONS[rule].metric, SELECTIONS[rule].mode
     over = [k for k in keys if k in factors]
     if not over:
-        raise ValueError(f"selection {rule!r} chooses among {', '.join(keys)}, none of which this study varies "
-                         f"(factors: {', '.join(factors) or 'none'})")
+        raise ValueError(
+            f"selection {rule!r} chooses among {', '.join(keys)}, none of which this study varies "
+            f"(factors: {', '.join(factors) or 'none'})"
+        )
     measured = ""
     if metric not in runs and metric_names.as_measured(metric, runs) != metric:
         metric = metric_names.as_measured(metric, runs)
-        measured = (" (the Fréchet distance on the features of a classifier trained on the dataset: the study had no "
-                    "Inception weights, so this is not an FID)")
+        measured = (
+            " (the Fréchet distance on the features of a classifier trained on the dataset: the study had no "
+            "Inception weights, so this is not an FID)"
+        )
     if metric not in runs:
         raise ValueError(f"selection {rule!r} needs metric {metric!r}, which the study did not record")
     config = [f for f in factors if f not in over]
@@ -361,8 +410,10 @@ def select_best(
         chosen = means.idxmin() if mode == "min" else means.idxmax()
         keep.append(group[group["_choice"] == chosen])
     kept = pd.concat(keep).drop(columns=["config", "_choice"])
-    note = (f"Selection: per configuration, {', '.join(over)} chosen by the "
-            f"{'lowest' if mode == 'min' else 'highest'} seed-mean {metric}{measured}.")
+    note = (
+        f"Selection: per configuration, {', '.join(over)} chosen by the "
+        f"{'lowest' if mode == 'min' else 'highest'} seed-mean {metric}{measured}."
+    )
     return kept, config + over, note
 
 
@@ -386,8 +437,17 @@ def _p_text(p: float) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                          ("×", r"$\times$"), ("β", r"$\beta$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"),
-                          ("–", "--")):
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+        ("×", r"$\times$"),
+        ("β", r"$\beta$"),
+        ("↓", r"$\downarrow$"),
+        ("↑", r"$\uparrow$"),
+        ("–", "--"),
+    ):
         text = text.replace(char, escaped)
     return text

@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"image {args.phase} step on {name}; torch {torch.__version__}; channels_last, data on the device; "
-          f"best of {args.repeats} alternating rounds of {args.steps} timed steps")
+    print(
+        f"image {args.phase} step on {name}; torch {torch.__version__}; channels_last, data on the device; "
+        f"best of {args.repeats} alternating rounds of {args.steps} timed steps"
+    )
     print(f"{'input':<32} {'step':<14} {'ms/step':>9} {'images/s':>9} {'epoch':>10} {'× fp32':>7}")
     for dataset in args.datasets:
         epoch_images = SIZES[dataset]
@@ -104,8 +106,11 @@ def main(argv: list[str] | None = None) -> None:
             for precision, (step, batches) in runs.items():
                 best[precision] = min(best[precision], seconds_per_step(step, batches, device, args.steps))
         for precision, seconds in best.items():
-            print(f"{label:<32} {precision:<14} {1e3 * seconds:9.1f} {config.batch_size / seconds:9.0f} "
-                  f"{steps_per_epoch * seconds:9.1f}s {best['fp32'] / seconds:6.2f}×", flush=True)
+            print(
+                f"{label:<32} {precision:<14} {1e3 * seconds:9.1f} {config.batch_size / seconds:9.0f} "
+                f"{steps_per_epoch * seconds:9.1f}s {best['fp32'] / seconds:6.2f}×",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -76,9 +76,23 @@ def record_official(official, seed: int, iterations: int, warmup: int, batch: in
     torch.randn = randn
     try:
         model = official.train_soft_intro_vae_toy(
-            z_dim=2, lr_e=2e-4, lr_d=2e-4, batch_size=batch, n_iter=iterations, num_vae=warmup,
-            save_interval=10**9, recon_loss_type="mse", beta_kl=0.3, beta_rec=0.2, beta_neg=0.9, test_iter=10**9,
-            seed=seed, scale=1, device=torch.device("cpu"), dataset="8Gaussians")
+            z_dim=2,
+            lr_e=2e-4,
+            lr_d=2e-4,
+            batch_size=batch,
+            n_iter=iterations,
+            num_vae=warmup,
+            save_interval=10**9,
+            recon_loss_type="mse",
+            beta_kl=0.3,
+            beta_rec=0.2,
+            beta_neg=0.9,
+            test_iter=10**9,
+            seed=seed,
+            scale=1,
+            device=torch.device("cpu"),
+            dataset="8Gaussians",
+        )
     finally:
         torch.randn = original_randn
     rec["snaps"][iterations] = [p.detach().clone() for p in model.parameters()]
@@ -94,8 +108,16 @@ def replay(official, rec, seed: int, iterations: int, warmup: int, batch: int):
 
     torch.manual_seed(seed)  # the official code seeds torch, then builds its model: the same initial weights
     initial = official.SoftIntroVAESimple(x_dim=2, zdim=2, n_layers=3, num_hidden=256)
-    config = resolve_config("8gaussians", "paper", prior="standard", kl_estimator="analytic", iterations=iterations,
-                            warmup=warmup, batch_size=batch, seed=seed)
+    config = resolve_config(
+        "8gaussians",
+        "paper",
+        prior="standard",
+        kl_estimator="analytic",
+        iterations=iterations,
+        warmup=warmup,
+        batch_size=batch,
+        seed=seed,
+    )
     game = Game(config, make_task(config, torch.device("cpu")), torch.device("cpu"))
     ours = [*game.encoder.parameters(), *game.decoder.parameters()]
     used = [i for i, (name, _) in enumerate(initial.named_parameters()) if "loggamma" not in name]  # unused there
@@ -153,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     import train_soft_intro_vae_2d as official
 
     start = time.perf_counter()
-    _, rec = record_official(official, args.seed, args.iterations, args.warmup, args.batch, args.every,
-                             double=not args.float32)
-    print(f"official run: {args.iterations} iterations ({args.warmup} warm-up), batch {args.batch}, seed "
-          f"{args.seed}, {'float32' if args.float32 else 'float64'}, {time.perf_counter() - start:.0f} s")
+    _, rec = record_official(
+        official, args.seed, args.iterations, args.warmup, args.batch, args.every, double=not args.float32
+    )
+    print(
+        f"official run: {args.iterations} iterations ({args.warmup} warm-up), batch {args.batch}, seed "
+        f"{args.seed}, {'float32' if args.float32 else 'float64'}, {time.perf_counter() - start:.0f} s"
+    )
     print("iteration   ‖θ_priorstudy − θ_official‖ / ‖θ_official‖")
     for it, distance in replay(official, rec, args.seed, args.iterations, args.warmup, args.batch):
         phase = "warm-up" if it < args.warmup else "game"

@@ -65,9 +65,12 @@ def mlflow_ui(tracking_uri: str) -> Iterator[str]:
     """`mlflow ui` on the store, on a free port of 127.0.0.1; yields its base URL."""
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(mlflow), "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_url(f"http://127.0.0.1:{port}/health", 60, proc)
         yield f"http://127.0.0.1:{port}"
@@ -80,8 +83,9 @@ def chromium_binary() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    raise FileNotFoundError("no headless browser: install Debian's chromium (apt-get install chromium; "
-                            "`make test` does it when it can)")
+    raise FileNotFoundError(
+        "no headless browser: install Debian's chromium (apt-get install chromium; `make test` does it when it can)"
+    )
 
 
 @contextmanager
@@ -89,10 +93,22 @@ def headless_chromium() -> Iterator[str]:
     """Chromium with its DevTools endpoint on a free port; yields the endpoint's base URL."""
     port = free_port()
     profile = tempfile.mkdtemp(prefix="priorstudy-chromium-")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-             f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "--window-size=1600,1000"]
-    proc = subprocess.Popen([chromium_binary(), *flags, "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--remote-debugging-port={port}",
+        "--window-size=1600,1000",
+    ]
+    proc = subprocess.Popen(
+        [chromium_binary(), *flags, "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_url(f"http://127.0.0.1:{port}/json/version", 60, proc)
         yield f"http://127.0.0.1:{port}"
@@ -135,13 +151,15 @@ class Page:
             if not missing:
                 return page
             if time.monotonic() > deadline:
-                raise UiCheckFailed(f"{what}: {missing} not on the page after {timeout:.0f} s; it shows:\n"
-                                    f"{page[:3000]}")
+                raise UiCheckFailed(
+                    f"{what}: {missing} not on the page after {timeout:.0f} s; it shows:\n{page[:3000]}"
+                )
             await asyncio.sleep(0.5)
 
 
-async def _check(devtools: str, runs_url: str, run_url: str, parent: str, trials: list[str], description: str,
-                 timeout: float) -> None:
+async def _check(
+    devtools: str, runs_url: str, run_url: str, parent: str, trials: list[str], description: str, timeout: float
+) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
@@ -154,14 +172,16 @@ async def _check(devtools: str, runs_url: str, run_url: str, parent: str, trials
             # the row can render before its expander: the nested runs arrive in a later request
             deadline = time.monotonic() + timeout
             while not await page.evaluate(
-                    f"""(() => {{ const row = [...document.querySelectorAll('[role="row"]')]
+                f"""(() => {{ const row = [...document.querySelectorAll('[role="row"]')]
                         .find(r => r.innerText.includes({json.dumps(parent)}));
                         const button = row && row.querySelector('{EXPANDER}');
                         if (button) button.click();
-                        return Boolean(button); }})()"""):
+                        return Boolean(button); }})()"""
+            ):
                 if time.monotonic() > deadline:
-                    raise UiCheckFailed(f"the parent run {parent!r} has no expander after {timeout:.0f} s: "
-                                        "no nested runs under it")
+                    raise UiCheckFailed(
+                        f"the parent run {parent!r} has no expander after {timeout:.0f} s: no nested runs under it"
+                    )
                 await asyncio.sleep(0.5)
             await page.wait_for(trials, timeout, "the parent run's nested trials")
             await page.call("Page.navigate", url=run_url)
@@ -204,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     except UiCheckFailed as failure:
         print(f"FAILED: {failure}")
         return 1
-    print(f"in the MLflow UI ({seen['runs_url']}): parent run {seen['parent']!r}, nested trials "
-          f"{', '.join(seen['trials'])}; its page shows {seen['description']!r}")
+    print(
+        f"in the MLflow UI ({seen['runs_url']}): parent run {seen['parent']!r}, nested trials "
+        f"{', '.join(seen['trials'])}; its page shows {seen['description']!r}"
+    )
     return 0
 
 

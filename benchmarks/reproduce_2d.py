@@ -24,8 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-LEARNABLE = {"model": "sintro", "prior": "vamp_to_mog", "learnable_weights": True, "prior_in_game": True,
-             "clip": "adaptive"}
+LEARNABLE = {
+    "model": "sintro",
+    "prior": "vamp_to_mog",
+    "learnable_weights": True,
+    "prior_in_game": True,
+    "clip": "adaptive",
+}
 CONFIGS = {
     "sintro-standard": {"model": "sintro", "prior": "standard"},
     "sintro-standard-analytic": {"model": "sintro", "prior": "standard", "kl_estimator": "analytic"},
@@ -82,8 +87,9 @@ def summarize(results: list[dict]) -> dict[str, tuple[float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default="sintro-standard,sintro-learnable",
-                        help=f"comma-separated, from: {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--configs", default="sintro-standard,sintro-learnable", help=f"comma-separated, from: {', '.join(CONFIGS)}"
+    )
     parser.add_argument("--dataset", default="8gaussians")
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--seeds", default="0,1,2", help="as the study's --seeds: 3 (0,1,2), 0,3,7 or 0-9")
@@ -110,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     from core.metrics import modes
 
     resolved = resolve_config(args.dataset, args.budget, **{**CONFIGS[names[0]], **overrides})  # validates
-    print(f"dataset {args.dataset}, budget {args.budget}, seeds {seeds}, overrides {overrides}; "
-          f"{resolved.iterations} iterations ({resolved.warmup} warm-up), batch {resolved.batch_size}, "
-          f"M {resolved.mc_samples}, lr {resolved.lr}, milestones {list(resolved.lr_milestones)}", flush=True)
+    print(
+        f"dataset {args.dataset}, budget {args.budget}, seeds {seeds}, overrides {overrides}; "
+        f"{resolved.iterations} iterations ({resolved.warmup} warm-up), batch {resolved.batch_size}, "
+        f"M {resolved.mc_samples}, lr {resolved.lr}, milestones {list(resolved.lr_milestones)}",
+        flush=True,
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = {}
@@ -126,26 +135,38 @@ def main(argv: list[str] | None = None) -> int:
         results = {key: job.result() for key, job in jobs.items()}
 
     floor = noise_floor(args.dataset, resolved.eval_samples)
-    print(f"\nnoise floor (two independent samples of {resolved.eval_samples} true points, {NOISE_FLOOR_PAIRS} pairs): "
-          f"kl {floor['kl'][0]:.2f} ± {floor['kl'][1]:.2f}, jsd {floor['jsd'][0]:.2f} ± {floor['jsd'][1]:.2f}")
+    print(
+        f"\nnoise floor (two independent samples of {resolved.eval_samples} true points, {NOISE_FLOOR_PAIRS} pairs): "
+        f"kl {floor['kl'][0]:.2f} ± {floor['kl'][1]:.2f}, jsd {floor['jsd'][0]:.2f} ± {floor['jsd'][1]:.2f}"
+    )
     print("\nconfiguration               " + "".join(f"{c:>18}" for c in COLUMNS) + "   learned   s/trial")
     table = {}
     for name in names:
         rows = [results[(name, seed)] for seed in seeds]
         summary = summarize(rows)
-        cells = "".join(f"{summary[c][0]:>10.2f} ± {summary[c][1]:<5.2f}" if c in summary else f"{'-':>18}"
-                        for c in COLUMNS)
+        cells = "".join(
+            f"{summary[c][0]:>10.2f} ± {summary[c][1]:<5.2f}" if c in summary else f"{'-':>18}" for c in COLUMNS
+        )
         learned = sum(args.dataset == "8gaussians" and modes.learned(r) for r in rows)
         print(f"{name:<28}{cells}   {learned}/{len(rows):<7} {summary['seconds'][0]:>6.0f}")
         table[name] = {"summary": summary, "per_seed": dict(zip(seeds, rows)), "learned": learned}
     print("\nper seed (kl / near_mode / modes_covered):")
     for name in names:
         rows = [results[(name, s)] for s in seeds]
-        cells = ", ".join(f"{s}: {r['kl']:.1f} / {r.get('near_mode', float('nan')):.2f} / {r.get('modes_covered', '-')}"
-                          for s, r in zip(seeds, rows))
+        cells = ", ".join(
+            f"{s}: {r['kl']:.1f} / {r.get('near_mode', float('nan')):.2f} / {r.get('modes_covered', '-')}"
+            for s, r in zip(seeds, rows)
+        )
         print(f"  {name}: {cells}")
-    record = {"dataset": args.dataset, "budget": args.budget, "seeds": seeds, "overrides": overrides,
-              "config": resolved.to_dict(), "noise_floor": floor, "results": table}
+    record = {
+        "dataset": args.dataset,
+        "budget": args.budget,
+        "seeds": seeds,
+        "overrides": overrides,
+        "config": resolved.to_dict(),
+        "noise_floor": floor,
+        "results": table,
+    }
     (args.out / "results.json").write_text(json.dumps(record, indent=1, default=str))
     print(f"\nwrote {args.out / 'results.json'} and each trial's figure.png")
     return 0

@@ -72,14 +72,25 @@ def measure(step_kind: str, prior: str, phase: str, budget: str, threads: int, s
         step(x)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": statistics.median(times), "peak_mb": peak, "step_mb": max(0.0, peak - setup_rss),
-            "batch": config.batch_size, "mc": config.mc_samples}
+    return {
+        "seconds": statistics.median(times),
+        "peak_mb": peak,
+        "step_mb": max(0.0, peak - setup_rss),
+        "batch": config.batch_size,
+        "mc": config.mc_samples,
+    }
 
 
 def run_in_subprocess(**kwargs) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(kwargs)], capture_output=True, text=True,
-                         env=env, cwd=ROOT, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"worker {kwargs} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -110,17 +121,28 @@ def main() -> None:
                 for nets in all_nets:
                     for kind in order:
                         steps = args.steps if kind == "fast" else args.reference_steps
-                        result = run_in_subprocess(step_kind=kind, prior=CASES[case], phase=phase,
-                                                   budget=args.budget, threads=args.threads, steps=steps, nets=nets)
+                        result = run_in_subprocess(
+                            step_kind=kind,
+                            prior=CASES[case],
+                            phase=phase,
+                            budget=args.budget,
+                            threads=args.threads,
+                            steps=steps,
+                            nets=nets,
+                        )
                         results.setdefault((case, phase, nets, kind), []).append(result)
         print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
 
     first = next(iter(results.values()))[0]
-    print(f"8gaussians, budget {args.budget} (batch {first['batch']}, M {first['mc']}), {args.threads} thread(s), "
-          f"{args.rounds} rounds; load average at start {load:.2f} on {os.cpu_count()} CPUs; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    header = (f"{'case':15s} {'phase':7s} {'nets':7s} {'fast it/s':>10s} {'ref it/s':>9s} {'fast/ref':>9s} "
-              f"{'fast peak MB':>13s} {'ref peak MB':>12s} {'fast step MB':>13s} {'ref step MB':>12s}")
+    print(
+        f"8gaussians, budget {args.budget} (batch {first['batch']}, M {first['mc']}), {args.threads} thread(s), "
+        f"{args.rounds} rounds; load average at start {load:.2f} on {os.cpu_count()} CPUs; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+    )
+    header = (
+        f"{'case':15s} {'phase':7s} {'nets':7s} {'fast it/s':>10s} {'ref it/s':>9s} {'fast/ref':>9s} "
+        f"{'fast peak MB':>13s} {'ref peak MB':>12s} {'fast step MB':>13s} {'ref step MB':>12s}"
+    )
     print(header)
     print("-" * len(header))
     for case in args.cases:
@@ -129,9 +151,11 @@ def main() -> None:
                 fast, ref = results[(case, phase, nets, "fast")], results[(case, phase, nets, "reference")]
                 fast_its = 1 / statistics.median(r["seconds"] for r in fast)
                 ref_its = 1 / statistics.median(r["seconds"] for r in ref)
-                print(f"{case:15s} {phase:7s} {nets:7s} {fast_its:10.2f} {ref_its:9.2f} {fast_its / ref_its:8.1f}× "
-                      f"{max(r['peak_mb'] for r in fast):13.0f} {max(r['peak_mb'] for r in ref):12.0f} "
-                      f"{max(r['step_mb'] for r in fast):13.0f} {max(r['step_mb'] for r in ref):12.0f}")
+                print(
+                    f"{case:15s} {phase:7s} {nets:7s} {fast_its:10.2f} {ref_its:9.2f} {fast_its / ref_its:8.1f}× "
+                    f"{max(r['peak_mb'] for r in fast):13.0f} {max(r['peak_mb'] for r in ref):12.0f} "
+                    f"{max(r['step_mb'] for r in fast):13.0f} {max(r['step_mb'] for r in ref):12.0f}"
+                )
 
 
 if __name__ == "__main__":

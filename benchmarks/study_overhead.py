@@ -98,28 +98,46 @@ def main() -> None:
     p.add_argument("--dataset", default="8gaussians")
     p.add_argument("--budget", default="quick")
     p.add_argument("--seeds", default="2")
-    p.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
-                   help=f"config overrides (default: {' '.join(DEFAULT_SET)})")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"config overrides (default: {' '.join(DEFAULT_SET)})",
+    )
     p.add_argument("--no-set", action="store_true", help="no overrides: the space exactly as `study.run` runs it")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--no-baseline", action="store_true")
     args = p.parse_args()
     overrides = [] if args.no_set else (args.overrides or DEFAULT_SET)
 
-    d = design(get(args.space), args.dataset, args.budget, seeds=parse_seeds(args.seeds),
-               fixed=parse_assignments(overrides))
+    d = design(
+        get(args.space), args.dataset, args.budget, seeds=parse_seeds(args.seeds), fixed=parse_assignments(overrides)
+    )
     configs = d.validate()
     cores = os.cpu_count() or 1
     slots = max(1, int(cores // args.cpus_per_trial))
     concurrent = min(slots, len(configs))
     threads = max(1, int(args.cpus_per_trial))
-    print(f"{args.space} on {args.dataset}/{args.budget} {' '.join(overrides)}: {len(configs)} trials, "
-          f"{concurrent} at a time, {threads} torch thread(s) each, {cores} cores")
+    print(
+        f"{args.space} on {args.dataset}/{args.budget} {' '.join(overrides)}: {len(configs)} trials, "
+        f"{concurrent} at a time, {threads} torch thread(s) each, {cores} cores"
+    )
 
     with tempfile.TemporaryDirectory(prefix="study-overhead-") as tmp:
         study_args = build_parser().parse_args(
-            ["--space", args.space, "--storage", f"{tmp}/ray_results", "--tracking-uri", f"sqlite:///{tmp}/mlruns.db",
-             "--cpus-per-trial", str(args.cpus_per_trial)])
+            [
+                "--space",
+                args.space,
+                "--storage",
+                f"{tmp}/ray_results",
+                "--tracking-uri",
+                f"sqlite:///{tmp}/mlruns.db",
+                "--cpus-per-trial",
+                str(args.cpus_per_trial),
+            ]
+        )
         with TreeCPU() as cpu:
             start = time.perf_counter()
             connect_ray(None)
@@ -137,18 +155,27 @@ def main() -> None:
     train_cpu = sum(r.metrics["train_cpu_s"] for r in results)
     in_trainable = sum(r.metrics["time_total_s"] for r in results) - train_wall
     wall, fit_wall = end - start, end - ray_started
-    print(f"study wall time            {wall:8.1f} s  (Tune fit {fit_wall:.1f} s, "
-          f"Ray start {ray_started - start:.1f} s)")
-    print(f"sum of training times      {train_wall:8.1f} s  -> ideal wall {train_wall / concurrent:.1f} s "
-          f"with {concurrent} concurrent trials")
+    print(
+        f"study wall time            {wall:8.1f} s  (Tune fit {fit_wall:.1f} s, Ray start {ray_started - start:.1f} s)"
+    )
+    print(
+        f"sum of training times      {train_wall:8.1f} s  -> ideal wall {train_wall / concurrent:.1f} s "
+        f"with {concurrent} concurrent trials"
+    )
     slot_seconds = fit_wall * concurrent
-    print(f"trial slots busy training  {train_wall / slot_seconds:8.1%}  (of the Tune fit's {slot_seconds:.0f} slot-s; "
-          f"per trial {in_trainable / len(results):.1f} s in the trainable outside core.train, "
-          f"{(slot_seconds - train_wall - in_trainable) / len(results):.1f} s outside the trainable)")
-    print(f"study CPU in training      {train_cpu / study_cpu:8.1%}  ({train_cpu:.0f} of {study_cpu:.0f} CPU-s of "
-          "the driver, Ray and the trials)")
-    print(f"cores busy training        {train_cpu / (wall * cores):8.1%}  (train_cpu_s / (wall × {cores} cores); "
-          "lower when other processes share the machine)")
+    print(
+        f"trial slots busy training  {train_wall / slot_seconds:8.1%}  (of the Tune fit's {slot_seconds:.0f} slot-s; "
+        f"per trial {in_trainable / len(results):.1f} s in the trainable outside core.train, "
+        f"{(slot_seconds - train_wall - in_trainable) / len(results):.1f} s outside the trainable)"
+    )
+    print(
+        f"study CPU in training      {train_cpu / study_cpu:8.1%}  ({train_cpu:.0f} of {study_cpu:.0f} CPU-s of "
+        "the driver, Ray and the trials)"
+    )
+    print(
+        f"cores busy training        {train_cpu / (wall * cores):8.1%}  (train_cpu_s / (wall × {cores} cores); "
+        "lower when other processes share the machine)"
+    )
     if not args.no_baseline:
         base = baseline(configs, concurrent, threads)
         print(f"baseline: process pool     {base:8.1f} s  (same trainings, no Ray, no MLflow)")

@@ -44,6 +44,8 @@ from core.paths import unwritable
 
 DEFAULT_DATASET, DEFAULT_BUDGET = "8gaussians", "quick"
 RESUME_MAY_CHANGE = ("device", "data_dir", "download")  # where a run runs and where its data lies, not what it is
+
+
 def _flag_type(key: str):
     """argparse's type of a config flag: core.overrides' parser, its ConfigError as argparse's own message."""
 
@@ -66,26 +68,39 @@ def _default_shown(field: dataclasses.Field) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default=None, choices=DATASETS, help=f"(default: {DEFAULT_DATASET})")
     parser.add_argument("--budget", default=None, choices=BUDGETS, help=f"(default: {DEFAULT_BUDGET})")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json, samples, figure, checkpoint")
-    parser.add_argument("--resume", type=Path, default=None,
-                        help="a checkpoint.pt to continue from, with the config it holds")
+    parser.add_argument(
+        "--resume", type=Path, default=None, help="a checkpoint.pt to continue from, with the config it holds"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any config key, as its flag below takes it (e.g. metric_epochs=0,40); the defaults "
-                        "shown are TrainConfig's (the paper's 2D setting), which --dataset and --budget change")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, as its flag below takes it (e.g. metric_epochs=0,40); the defaults "
+        "shown are TrainConfig's (the paper's 2D setting), which --dataset and --budget change",
+    )
     for field in dataclasses.fields(TrainConfig):
         if field.name == "dataset":
             continue
         kind = kinds()[field.name]
         switch = {"nargs": "?", "const": True} if kind.base is bool else {}  # a bare --download means true
         choices = f"; one of {', '.join(CHOICES[field.name])}" if field.name in CHOICES else ""
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_flag_type(field.name),
-                            default=None, metavar=field.name.upper() if not switch else None,
-                            help=f"{FIELD_DOCS[field.name]} (default: {_default_shown(field)}{choices})", **switch)
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=_flag_type(field.name),
+            default=None,
+            metavar=field.name.upper() if not switch else None,
+            help=f"{FIELD_DOCS[field.name]} (default: {_default_shown(field)}{choices})",
+            **switch,
+        )
     return parser
 
 
@@ -106,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         with _CtrlC() as ctrl_c:
-            metrics = train(config, resume=resume, out_dir=args.out, progress=True, on_checkpoint=saver,
-                            on_report=ctrl_c.check)
+            metrics = train(
+                config, resume=resume, out_dir=args.out, progress=True, on_checkpoint=saver, on_report=ctrl_c.check
+            )
     except (ConfigError, CheckpointError, UsageError, FileNotFoundError) as error:
         # FileNotFoundError: image data, Inception weights or the --resume file missing
         print(f"error: {error}", file=sys.stderr)
@@ -118,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         elif saver.unit is None:
             print(f"error: {error}; no checkpoint was written before it", file=sys.stderr)
         else:
-            print(f"error: {error}; the last good checkpoint, {_position(config, saver.unit)}, is {saver.path}",
-                  file=sys.stderr)
+            print(
+                f"error: {error}; the last good checkpoint, {_position(config, saver.unit)}, is {saver.path}",
+                file=sys.stderr,
+            )
         return 3
     except KeyboardInterrupt:
         print(_interrupted(args, config, saver), file=sys.stderr)
@@ -132,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config keys the command line sets: --dataset, every config flag, --set KEY=VALUE."""
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name) is not None}
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
+    }
     overrides.update(parse_assignments(args.set))
     return overrides
 
@@ -157,16 +176,22 @@ def _config_and_state(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, 
     def was(key: str) -> str:
         return f"checkpoint: {_flag_value(saved[key])}"
 
-    changed = [f"--{key.replace('_', '-')} {_flag_value(value)} ({was(key)})"
-               for key, value in given.items() if changes(key, value)]
+    changed = [
+        f"--{key.replace('_', '-')} {_flag_value(value)} ({was(key)})"
+        for key, value in given.items()
+        if changes(key, value)
+    ]
     if args.budget is not None:
         dataset, others = given.get("dataset", saved["dataset"]), {k: v for k, v in given.items() if k != "dataset"}
         try:
             wanted = resolve_config(dataset, args.budget, **others).to_dict()
         except ConfigError:  # the budget's values and the flags make no valid run: compare them as they are
             wanted = {**budget_defaults(dataset, args.budget, given.get("model", saved["model"])), **others}
-        budget = [f"{key} = {_flag_value(value)}, {was(key)}"
-                  for key, value in wanted.items() if key not in given and changes(key, value)]
+        budget = [
+            f"{key} = {_flag_value(value)}, {was(key)}"
+            for key, value in wanted.items()
+            if key not in given and changes(key, value)
+        ]
         if budget:
             more = f"; and {len(budget) - 3} more" if len(budget) > 3 else ""
             changed.append(f"--budget {args.budget} (sets {'; '.join(budget[:3])}{more})")
@@ -182,6 +207,7 @@ def _config_and_state(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, 
 
 def _same(value: Any, saved: Any) -> bool:
     """A flag's value equals the checkpoint's: a list as the saved list, 1 as 1.0, but true not as 1."""
+
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
@@ -245,16 +271,22 @@ class _Saver:
 def _interrupted(args: argparse.Namespace, config: TrainConfig | None, saver: _Saver | None) -> str:
     """What Ctrl-C leaves behind, and the command that continues from it."""
     if saver is not None and saver.unit is not None:
-        return (f"interrupted: the last checkpoint, {_position(config, saver.unit)}, is {saver.path}; "
-                f"continue with: {_resume_command(saver.path, args)}")
+        return (
+            f"interrupted: the last checkpoint, {_position(config, saver.unit)}, is {saver.path}; "
+            f"continue with: {_resume_command(saver.path, args)}"
+        )
     if args.resume is not None:
-        return (f"interrupted before a new checkpoint: {args.resume} is still the latest; "
-                f"continue with: {_resume_command(args.resume, args)}")
+        return (
+            f"interrupted before a new checkpoint: {args.resume} is still the latest; "
+            f"continue with: {_resume_command(args.resume, args)}"
+        )
     every = f"every eval_every = {config.eval_every} {_unit(config)}s" if config is not None else "at each evaluation"
     if args.out is not None:
         return f"interrupted before the first checkpoint (one is written {every}): nothing to resume"
-    return (f"interrupted: no checkpoint was written, as there is no --out; with --out DIR, DIR/checkpoint.pt keeps "
-            f"the latest one ({every}) and python -m core --resume DIR/checkpoint.pt --out DIR continues it")
+    return (
+        f"interrupted: no checkpoint was written, as there is no --out; with --out DIR, DIR/checkpoint.pt keeps "
+        f"the latest one ({every}) and python -m core --resume DIR/checkpoint.pt --out DIR continues it"
+    )
 
 
 def _unit(config: TrainConfig | None) -> str:

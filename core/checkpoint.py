@@ -45,8 +45,10 @@ def read_plain_data(path: str | os.PathLike, what: str = "a priorstudy checkpoin
 def _why_unreadable(head: bytes, err: Exception) -> str:
     blocked = re.search(r"GLOBAL (\S+)", str(err))
     if blocked:
-        return (f"it contains a reference to {blocked.group(1)}, which is not plain data (tensors, numbers, strings, "
-                f"lists, dicts) and could run code when loaded; refused, nothing in it was run")
+        return (
+            f"it contains a reference to {blocked.group(1)}, which is not plain data (tensors, numbers, strings, "
+            f"lists, dicts) and could run code when loaded; refused, nothing in it was run"
+        )
     if head.startswith(ZIP_MAGIC):
         return f"it is truncated or corrupted ({str(err).split('. ')[0]})"
     return f"it is not a file that torch.save wrote (it starts with {head!r})"
@@ -56,8 +58,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A training state that core.train(resume=...) continues; CheckpointError naming the file otherwise."""
     state = read_plain_data(path)
     if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= set(state) or not isinstance(state["config"], dict):
-        raise CheckpointError(f"{path} is not a priorstudy checkpoint: it holds {_describe(state)}, not a training "
-                              f"state (a dict with keys {', '.join(CHECKPOINT_KEYS)})")
+        raise CheckpointError(
+            f"{path} is not a priorstudy checkpoint: it holds {_describe(state)}, not a training "
+            f"state (a dict with keys {', '.join(CHECKPOINT_KEYS)})"
+        )
     return state
 
 

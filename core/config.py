@@ -46,7 +46,7 @@ FIELD_DOCS = {
     "clip_sharpness": "s times the bounds' width in the soft clip",
     "responsibility_weight": "lambda, the weight of the responsibility regulariser in the encoder's loss",
     "fresh_regularizer_samples": "the regulariser draws its own M samples per point (2D default) or reuses the KL's "
-                                 "(images)",
+    "(images)",
     "squash_pseudo_inputs": "the VampPrior's pseudo-inputs pass through hardtanh into [0, 1] (images default; 2D raw)",
     "beta_rec": "weight of the reconstruction terms",
     "beta_kl": "weight of the real data's KL",
@@ -80,8 +80,15 @@ FIELD_DOCS = {
     "probe_samples": "images: train/test images for the latent probes (none: all)",
     "classifier_epochs": "images: training epochs of the fd_classifier feature network",
 }
-CHOICES = {"dataset": DATASETS, "model": MODELS, "prior": PRIORS, "clip": CLIP_MODES,
-           "kl_estimator": KL_ESTIMATORS, "protocol": PROTOCOLS, "autocast": AUTOCAST_MODES}
+CHOICES = {
+    "dataset": DATASETS,
+    "model": MODELS,
+    "prior": PRIORS,
+    "clip": CLIP_MODES,
+    "kl_estimator": KL_ESTIMATORS,
+    "protocol": PROTOCOLS,
+    "autocast": AUTOCAST_MODES,
+}
 
 
 class ConfigError(ValueError):
@@ -94,7 +101,7 @@ def reported_unit(report: Mapping[str, Any], default: Any = None) -> Any:
 
 
 def did_you_mean(words: Iterable[str], choices: Iterable[str]) -> str:
-    """"did you mean 'beta_kl'? " for misspelled `words` with a close match among `choices`; "" for none."""
+    """ "did you mean 'beta_kl'? " for misspelled `words` with a close match among `choices`; "" for none."""
     choices = list(choices)
     close = [match[0] for word in words if (match := difflib.get_close_matches(word, choices, n=1))]
     return f"did you mean {', '.join(map(repr, close))}? " if close else ""
@@ -202,8 +209,9 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             shown = sorted(known)
-            raise ConfigError(f"unknown config key(s) {unknown} ({did_you_mean(unknown, shown)}known keys: "
-                              f"{', '.join(shown)})")
+            raise ConfigError(
+                f"unknown config key(s) {unknown} ({did_you_mean(unknown, shown)}known keys: {', '.join(shown)})"
+            )
         values = dict(values)
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(int(m) for m in values["lr_milestones"])
@@ -217,8 +225,14 @@ class TrainConfig:
         """Raise ConfigError naming the first bad key; called before any training starts."""
         for key, allowed in CHOICES.items():
             _choice(key, getattr(self, key), allowed)
-        for key in ("learnable_weights", "prior_in_game", "prior_with_encoder", "download", "fresh_regularizer_samples",
-                    "squash_pseudo_inputs"):
+        for key in (
+            "learnable_weights",
+            "prior_in_game",
+            "prior_with_encoder",
+            "download",
+            "fresh_regularizer_samples",
+            "squash_pseudo_inputs",
+        ):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key} = {getattr(self, key)!r} is not a boolean (expected true or false)")
         for key in ("beta_rec", "beta_kl", "beta_neg", "gamma_r", "responsibility_weight"):
@@ -270,7 +284,6 @@ class TrainConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device = {self.device!r} (expected auto, cpu, cuda or cuda:N)")
 
-
     def _validate_metric_epochs(self) -> None:
         """Epochs (counted as completed epochs: 0 is the untrained model) at which every image metric is computed;
         the `paper` protocol reports the best of them, so it needs at least one."""
@@ -278,12 +291,16 @@ class TrainConfig:
         if not isinstance(epochs, tuple):
             raise ConfigError(f"metric_epochs = {epochs!r} is not a list of epochs (e.g. [0, 80, 120])")
         if epochs and not self.is_image:
-            raise ConfigError(f"metric_epochs = {list(epochs)} applies to image datasets only ({self.dataset!r} is "
-                              "2D: its kl and jsd are computed at every evaluation); expected []")
+            raise ConfigError(
+                f"metric_epochs = {list(epochs)} applies to image datasets only ({self.dataset!r} is "
+                "2D: its kl and jsd are computed at every evaluation); expected []"
+            )
         for e in epochs:
             if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= self.epochs:
-                raise ConfigError(f"metric_epochs = {list(epochs)}: {e!r} is not an epoch of this run "
-                                  f"(expected integers from 0 to epochs = {self.epochs})")
+                raise ConfigError(
+                    f"metric_epochs = {list(epochs)}: {e!r} is not an epoch of this run "
+                    f"(expected integers from 0 to epochs = {self.epochs})"
+                )
         if len(set(epochs)) != len(epochs):
             raise ConfigError(f"metric_epochs = {list(epochs)} repeats an epoch")
         if self.protocol == "paper" and self.is_image and not epochs:
@@ -349,9 +366,21 @@ def paper_defaults(dataset: str, model: str = "sintro") -> dict[str, Any]:
     _choice("model", model, MODELS)
     if dataset in TOY_DATASETS:
         d: dict[str, Any] = dict(
-            dataset=dataset, model=model, z_dim=2, batch_size=512, iterations=30_000, epochs=0,
-            warmup=2_000, mog_warmup=100, num_components=64, lr=2e-4, prior_lr=2e-4,
-            lr_milestones=(10_000, 15_000), mc_samples=100, responsibility_weight=0.0, eval_every=1_000,
+            dataset=dataset,
+            model=model,
+            z_dim=2,
+            batch_size=512,
+            iterations=30_000,
+            epochs=0,
+            warmup=2_000,
+            mog_warmup=100,
+            num_components=64,
+            lr=2e-4,
+            prior_lr=2e-4,
+            lr_milestones=(10_000, 15_000),
+            mc_samples=100,
+            responsibility_weight=0.0,
+            eval_every=1_000,
         )
         if model == "sintro":
             d["beta_kl"], d["beta_rec"], d["beta_neg"] = SINTRO_BETAS_2D[dataset]
@@ -361,9 +390,24 @@ def paper_defaults(dataset: str, model: str = "sintro") -> dict[str, Any]:
         return d
     z_dim, batch, beta_neg = IMAGE_DEFAULTS[dataset]
     d = dict(
-        dataset=dataset, model=model, z_dim=z_dim, batch_size=batch, epochs=220, iterations=0, warmup=20,
-        mog_warmup=5, num_components=100, lr=2e-4, prior_lr=2e-4, lr_milestones=(350,), mc_samples=100,
-        beta_rec=1.0, beta_kl=1.0, beta_neg=beta_neg, responsibility_weight=100.0, eval_every=20,
+        dataset=dataset,
+        model=model,
+        z_dim=z_dim,
+        batch_size=batch,
+        epochs=220,
+        iterations=0,
+        warmup=20,
+        mog_warmup=5,
+        num_components=100,
+        lr=2e-4,
+        prior_lr=2e-4,
+        lr_milestones=(350,),
+        mc_samples=100,
+        beta_rec=1.0,
+        beta_kl=1.0,
+        beta_neg=beta_neg,
+        responsibility_weight=100.0,
+        eval_every=20,
         metric_epochs=PAPER_METRIC_EPOCHS,
     )
     if dataset == "digits":
@@ -404,15 +448,44 @@ def budget_defaults(dataset: str, budget: str, model: str = "sintro") -> dict[st
             return _shorten_2d(d, 5_000, 1_000, 4_500, eval_every=500, **coarse)
         if budget == "demo":
             return _shorten_2d(d, 1_300, 500, 1_170, eval_every=260, mc_samples=20, **coarse)
-        return _shorten_2d(d, 60, 30, 54, mog_warmup=10, batch_size=128, mc_samples=10, eval_every=20,
-                           eval_samples=1_000, gnelbo_grid=32, gnelbo_batches=2)
+        return _shorten_2d(
+            d,
+            60,
+            30,
+            54,
+            mog_warmup=10,
+            batch_size=128,
+            mc_samples=10,
+            eval_every=20,
+            eval_samples=1_000,
+            gnelbo_grid=32,
+            gnelbo_batches=2,
+        )
     if budget == "quick":
         # mid-game and the last checkpoint before the end, as the paper's set ends at 219 of 220
-        d.update(epochs=10, warmup=4, mog_warmup=2, eval_every=5, metric_epochs=(5, 9), fid_samples=10_000,
-                 probe_samples=10_000, classifier_epochs=2)
+        d.update(
+            epochs=10,
+            warmup=4,
+            mog_warmup=2,
+            eval_every=5,
+            metric_epochs=(5, 9),
+            fid_samples=10_000,
+            probe_samples=10_000,
+            classifier_epochs=2,
+        )
     else:
-        d.update(epochs=2, warmup=1, mog_warmup=0, eval_every=1, metric_epochs=(), eval_samples=256, mc_samples=10,
-                 fid_samples=500, probe_samples=1_000, classifier_epochs=1)
+        d.update(
+            epochs=2,
+            warmup=1,
+            mog_warmup=0,
+            eval_every=1,
+            metric_epochs=(),
+            eval_samples=256,
+            mc_samples=10,
+            fid_samples=500,
+            probe_samples=1_000,
+            classifier_epochs=1,
+        )
     if model == "vae":
         d["warmup"] = d["epochs"]
     return d

@@ -303,8 +303,12 @@ class Game:
         self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"], retain_graph=True)
         z = z.detach()
         self._reconstruction = (z, x_hat, self._decoder_versions())
-        logs = {"loss_encoder": loss.detach(), "rec": rec.mean().detach(), "kl_real": kl_real.mean().detach(),
-                "kl_fake": kl_f.mean().detach()}
+        logs = {
+            "loss_encoder": loss.detach(),
+            "rec": rec.mean().detach(),
+            "kl_real": kl_real.mean().detach(),
+            "kl_fake": kl_f.mean().detach(),
+        }
         return logs, (z, mu.detach(), logvar.detach())
 
     def decoder_step(self, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):

@@ -87,10 +87,12 @@ class ImageTask:
         self.image_shape = tuple(splits.train_images.shape[1:])
         self.scale = 1.0 / math.prod(self.image_shape)
         self.generator = torch.Generator().manual_seed(config.seed)  # CPU: the same batch order on every device
-        self.train_set = ImageBatches(splits.train_images, config.batch_size, self.generator, device,
-                                      memory_format=torch.channels_last)
-        self.test_set = ImageBatches(splits.test_images, config.batch_size, device=device, shuffle=False,
-                                     memory_format=torch.channels_last)
+        self.train_set = ImageBatches(
+            splits.train_images, config.batch_size, self.generator, device, memory_format=torch.channels_last
+        )
+        self.test_set = ImageBatches(
+            splits.test_images, config.batch_size, device=device, shuffle=False, memory_format=torch.channels_last
+        )
         self.train_labels, self.test_labels = splits.train_labels.cpu(), splits.test_labels.cpu()
         self._extractor: tuple[FeatureExtractor, dict[str, float]] | None = None
 
@@ -158,8 +160,10 @@ class ImageTask:
     def _rec_test(self, game) -> float:
         """rec_test = mean over the first eval_samples test images of rec(x, D(mu(x))), eval mode."""
         images = self.test_images[: self.config.eval_samples]
-        total = sum(reconstruction_error(x, x_hat).sum()
-                    for x, x_hat in zip(images.split(EVAL_CHUNK), self.reconstruct(game, images, stochastic=False)))
+        total = sum(
+            reconstruction_error(x, x_hat).sum()
+            for x, x_hat in zip(images.split(EVAL_CHUNK), self.reconstruct(game, images, stochastic=False))
+        )
         return float(total) / images.shape[0]
 
     def evaluate(self, game, final: bool) -> dict[str, float]:
@@ -240,8 +244,9 @@ class ImageTask:
             batch = self._metric_batch(INCEPTION_BATCH)
             return InceptionFeatures(model, batch_size=batch, train_mode=c.protocol == "paper"), {}
         with torch.enable_grad():
-            classifier = train_feature_classifier(self.train_images, self.train_labels, epochs=c.classifier_epochs,
-                                                  seed=c.seed)
+            classifier = train_feature_classifier(
+                self.train_images, self.train_labels, epochs=c.classifier_epochs, seed=c.seed
+            )
         predictions = torch.cat([classifier(x).argmax(1).cpu() for x in self.test_images.split(EVAL_CHUNK)])
         accuracy = float((predictions == self.test_labels).float().mean())
         return classifier, {"classifier_test_accuracy": accuracy}
@@ -265,8 +270,12 @@ class ImageTask:
             return torch.cat([reparameterize(*encoder(x)).cpu() for x in images.split(EVAL_CHUNK)])
 
         subset = torch.randperm(n_train)[: c.probe_samples or n_train]
-        metrics = latent_probes(sample_latents(self.train_images[subset.to(self.device)]), self.train_labels[subset],
-                                sample_latents(self.test_images), self.test_labels)
+        metrics = latent_probes(
+            sample_latents(self.train_images[subset.to(self.device)]),
+            self.train_labels[subset],
+            sample_latents(self.test_images),
+            self.test_labels,
+        )
 
         prior = game.prior.mixture(with_grad=False)
         responsibilities, sizes = [], []
@@ -304,8 +313,11 @@ class ImageTask:
         ranked = np.sort(weights)[::-1]
         right.bar(np.arange(k), ranked, color=np.where(is_active(ranked), "tab:blue", "tab:red"))
         right.axhline(1.0 / k**2, color="tab:red", linestyle="--", label="1/K² (inactive below)")
-        right.set(title=f"mixture weights ({int((weights >= 1.0 / k**2).sum())}/{k} active)", xlabel="mode (sorted)",
-                  ylabel="weight")
+        right.set(
+            title=f"mixture weights ({int((weights >= 1.0 / k**2).sum())}/{k} active)",
+            xlabel="mode (sorted)",
+            ylabel="weight",
+        )
         right.legend()
         fd = next((f"{name} {metrics[name]:.3g}" for name in ("fid_gen", "fd_classifier_gen") if name in metrics), "")
         fig.suptitle(f"{self.config.dataset} · {self.config.model} · prior {self.config.prior} · {fd}")

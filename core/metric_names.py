@@ -19,37 +19,49 @@ class Metric:
     objective: bool = False  # a search space may optimise it
 
 
-METRICS = {m.name: m for m in (
-    Metric("gnelbo", LOWER, "2d", scale=1e7, objective=True),
-    Metric("kl", LOWER, "2d", objective=True),
-    Metric("jsd", LOWER, "2d", objective=True),
-    Metric("sample_entropy_kl", NEITHER, "2d", objective=True),
-    Metric("assignment_entropy", HIGHER, "image", objective=True),
-    Metric("fid_gen", LOWER, "image", objective=True),
-    Metric("fid_rec", LOWER, "image", objective=True),
-    Metric("fd_classifier_gen", LOWER, "image", objective=True),
-    Metric("fd_classifier_rec", LOWER, "image"),
-    Metric("precision", HIGHER, "image", objective=True),
-    Metric("recall", HIGHER, "image", objective=True),
-    Metric("svm_few", HIGHER, "image", objective=True),
-    Metric("svm_many", HIGHER, "image", objective=True),
-    Metric("knn_few", HIGHER, "image", objective=True),
-    Metric("knn_many", HIGHER, "image", objective=True),
-    Metric("active_modes", NEITHER, "game"),
-    Metric("loss_encoder", NEITHER, "game"),
-    Metric("loss_decoder", NEITHER, "game"),
-    Metric("rec", NEITHER, "game"),
-    Metric("kl_real", NEITHER, "game"),
-    Metric("kl_fake", NEITHER, "game"),
-    Metric("modes_covered", HIGHER, "2d"),  # 8gaussians: did the trial learn the data (core/metrics/modes.py)
-    Metric("near_mode", HIGHER, "2d"),
-)}
+METRICS = {
+    m.name: m
+    for m in (
+        Metric("gnelbo", LOWER, "2d", scale=1e7, objective=True),
+        Metric("kl", LOWER, "2d", objective=True),
+        Metric("jsd", LOWER, "2d", objective=True),
+        Metric("sample_entropy_kl", NEITHER, "2d", objective=True),
+        Metric("assignment_entropy", HIGHER, "image", objective=True),
+        Metric("fid_gen", LOWER, "image", objective=True),
+        Metric("fid_rec", LOWER, "image", objective=True),
+        Metric("fd_classifier_gen", LOWER, "image", objective=True),
+        Metric("fd_classifier_rec", LOWER, "image"),
+        Metric("precision", HIGHER, "image", objective=True),
+        Metric("recall", HIGHER, "image", objective=True),
+        Metric("svm_few", HIGHER, "image", objective=True),
+        Metric("svm_many", HIGHER, "image", objective=True),
+        Metric("knn_few", HIGHER, "image", objective=True),
+        Metric("knn_many", HIGHER, "image", objective=True),
+        Metric("active_modes", NEITHER, "game"),
+        Metric("loss_encoder", NEITHER, "game"),
+        Metric("loss_decoder", NEITHER, "game"),
+        Metric("rec", NEITHER, "game"),
+        Metric("kl_real", NEITHER, "game"),
+        Metric("kl_fake", NEITHER, "game"),
+        Metric("modes_covered", HIGHER, "2d"),  # 8gaussians: did the trial learn the data (core/metrics/modes.py)
+        Metric("near_mode", HIGHER, "2d"),
+    )
+}
 OBJECTIVES = tuple(name for name, m in METRICS.items() if m.objective)
 # The paper's table columns per benchmark kind.
 TABLE_COLUMNS = {
     "2d": ("gnelbo", "kl", "jsd", "sample_entropy_kl", "near_mode", "modes_covered"),
-    "image": ("assignment_entropy", "fid_gen", "fid_rec", "precision", "recall", "svm_few", "svm_many", "knn_few",
-              "knn_many"),
+    "image": (
+        "assignment_entropy",
+        "fid_gen",
+        "fid_rec",
+        "precision",
+        "recall",
+        "svm_few",
+        "svm_many",
+        "knn_few",
+        "knn_many",
+    ),
 }
 # The generation score the paper selects image checkpoints by, in the order it is looked for.
 SELECTION = ("fid_gen", "fd_classifier_gen")

@@ -186,8 +186,9 @@ class _CompiledOnce:
         try:
             return self.compiled(*args)
         except Exception as error:  # whatever the compiler raised: fall back, and say so once
-            warnings.warn(f"torch.compile of {self.function.__name__} failed ({error!r}); using eager PyTorch",
-                          stacklevel=2)
+            warnings.warn(
+                f"torch.compile of {self.function.__name__} failed ({error!r}); using eager PyTorch", stacklevel=2
+            )
             self.enabled = False
             return self.function(*args)
 

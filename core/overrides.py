@@ -28,8 +28,11 @@ class Kind:
     sequence: bool = False
 
     def describe(self) -> str:
-        name = "a list of integers (e.g. 0,80,120)" if self.sequence else {
-            bool: "true or false", int: "an integer", float: "a number", str: "text"}[self.base]
+        name = (
+            "a list of integers (e.g. 0,80,120)"
+            if self.sequence
+            else {bool: "true or false", int: "an integer", float: "a number", str: "text"}[self.base]
+        )
         return name + (" or none" if self.optional else "")
 
 

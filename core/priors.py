@@ -222,6 +222,10 @@ def build_prior(
     if config.prior == "mog":
         return MixtureOfGaussians(config.num_components, config.z_dim, config.learnable_weights, config.clip_sharpness)
     return VampPrior(
-        encoder, init_data(config.num_components), config.z_dim, config.learnable_weights,
-        squash=config.squash_pseudo_inputs, clip_sharpness=config.clip_sharpness,
+        encoder,
+        init_data(config.num_components),
+        config.z_dim,
+        config.learnable_weights,
+        squash=config.squash_pseudo_inputs,
+        clip_sharpness=config.clip_sharpness,
     )

@@ -67,9 +67,7 @@ class ReferenceGame(Game):
         z = mu + noise.z * torch.exp(0.5 * logvar)
         x_hat = self.decoder(z)
         rec = reconstruction_error(x, x_hat)
-        kl_real, joint = self.kl(
-            mu, logvar, self.prior.mixture(with_grad=prior_steps_here), noise.kl_real
-        )
+        kl_real, joint = self.kl(mu, logvar, self.prior.mixture(with_grad=prior_steps_here), noise.kl_real)
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
 
         # x_f = D(z_p), z_p ~ p (with gradient to ψ when the prior steps here); encode x_f.detach() and x̂.detach(),
@@ -97,8 +95,12 @@ class ReferenceGame(Game):
                 _, joint = self.kl(mu, logvar, prior, noise.regularizer)
             loss = loss + scale * c.responsibility_weight * responsibility_regularizer(responsibilities(joint))
         self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"])
-        logs = {"loss_encoder": loss.detach(), "rec": rec.mean().detach(), "kl_real": kl_real.mean().detach(),
-                "kl_fake": kl_f.mean().detach()}
+        logs = {
+            "loss_encoder": loss.detach(),
+            "rec": rec.mean().detach(),
+            "kl_real": kl_real.mean().detach(),
+            "kl_fake": kl_f.mean().detach(),
+        }
         return logs, (z.detach(), mu.detach(), logvar.detach())
 
     def decoder_step(self, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):

@@ -79,16 +79,17 @@ class ToyTask:
         """negELBO(x) = rec(x, D(mu)) + KL(x): β = 1, decoding mu, MC KL with one shared set of M noise vectors,
         posterior logvar clamped ≥ −80 inside the KL only."""
         prior = game.prior.mixture(with_grad=False)
-        eps = torch.randn(self.config.mc_samples, self.config.z_dim, generator=self._eval_generator(),
-                          device=self.device)
+        eps = torch.randn(
+            self.config.mc_samples, self.config.z_dim, generator=self._eval_generator(), device=self.device
+        )
 
         def neg_elbo(x: torch.Tensor) -> torch.Tensor:
             mu, logvar = game.encoder(x)
             rec = reconstruction_error(x, game.decoder(mu))
             shared = eps.expand(x.shape[0], -1, -1)
-            return rec + kl_and_mean_responsibility(
-                mu, logvar.clamp(min=-80), prior, shared, mean_responsibility=False
-            )[0]
+            return (
+                rec + kl_and_mean_responsibility(mu, logvar.clamp(min=-80), prior, shared, mean_responsibility=False)[0]
+            )
 
         return neg_elbo
 
@@ -104,8 +105,13 @@ class ToyTask:
         real, fake = self._pair(game, generator)
         metrics["jsd"] = histogram_jsd(real, fake, self.grid_scale)
         if final:
-            metrics["gnelbo"] = gnelbo(self.neg_elbo_fn(game), self.gnelbo_real_points(generator), self.grid_scale,
-                                       grid_size=self.config.gnelbo_grid, chunk=self._chunk(game))
+            metrics["gnelbo"] = gnelbo(
+                self.neg_elbo_fn(game),
+                self.gnelbo_real_points(generator),
+                self.grid_scale,
+                grid_size=self.config.gnelbo_grid,
+                chunk=self._chunk(game),
+            )
         return metrics
 
     def gnelbo_real_points(self, generator: torch.Generator) -> torch.Tensor:
@@ -129,8 +135,13 @@ class ToyTask:
         density = torch.exp(-(grid - grid.min()))
         prior = game.prior.mixture(with_grad=False)
         plot_2d_run(
-            out_dir / "figure.png", real, fake, self.grid_scale, density=density.cpu().numpy(),
-            prior_means=prior.mu.cpu().numpy(), prior_weights=prior.log_w.exp().cpu().numpy(),
+            out_dir / "figure.png",
+            real,
+            fake,
+            self.grid_scale,
+            density=density.cpu().numpy(),
+            prior_means=prior.mu.cpu().numpy(),
+            prior_weights=prior.log_w.exp().cpu().numpy(),
             title=f"{self.config.dataset} · {self.config.model} · prior {self.config.prior} · kl {metrics['kl']:.3f}",
         )
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))

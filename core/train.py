@@ -141,12 +141,22 @@ def train(
 
     def state() -> dict[str, Any]:
         """A snapshot (copied: the live tensors keep training after the callback returns)."""
-        return copy.deepcopy({"config": config.to_dict(), "unit": unit, "step": step, "game": game.state_dict(),
-                              "rng": _rng_state(task), "scores": scores})
+        return copy.deepcopy(
+            {
+                "config": config.to_dict(),
+                "unit": unit,
+                "step": step,
+                "game": game.state_dict(),
+                "rng": _rng_state(task),
+                "scores": scores,
+            }
+        )
 
     def evaluate(done: bool) -> dict[str, Any]:
-        metrics = {**task.evaluate(game, final=full_evaluation(config, unit, done)),
-                   "active_modes": game.prior.active_modes()}
+        metrics = {
+            **task.evaluate(game, final=full_evaluation(config, unit, done)),
+            "active_modes": game.prior.active_modes(),
+        }
         if unit in metric_units:
             scores[unit] = metrics
         if done and config.is_image and config.protocol == "paper":
@@ -211,4 +221,3 @@ def _show(bar, values: dict[str, Any]) -> None:
     shown = {k: f"{v:.4g}" for k, v in values.items() if isinstance(v, float) and math.isfinite(v)}
     keys = ("loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake", "kl")
     bar.set_postfix({k: shown[k] for k in keys if k in shown}, refresh=False)
-

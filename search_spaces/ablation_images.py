@@ -22,7 +22,7 @@ def _mog(k: int, lc: bool, ip: bool) -> tuple[str, dict]:
 SPACE = SearchSpace(
     name="ablation_images",
     description="the paper's image tables (paper protocol): N(0,I) | VampPrior->MoG K 10/100 x LC x IP, "
-                "x lambda 0/1/10/100, x seeds",
+    "x lambda 0/1/10/100, x seeds",
     metric="fid_gen",
     mode="min",
     base={"model": "sintro", "clip": "adaptive", "protocol": "paper"},

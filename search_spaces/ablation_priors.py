@@ -12,7 +12,7 @@ from search_spaces.space import SearchSpace
 SPACE = SearchSpace(
     name="ablation_priors",
     description="the paper's 2D table (paper protocol): VAE/S-IntroVAE x N(0,I)/VampPrior(->MoG) x LC x IP "
-                "(8 configurations) x seeds; --betas-from the beta grids",
+    "(8 configurations) x seeds; --betas-from the beta grids",
     metric="kl",
     mode="min",
     base=BASE,

@@ -10,7 +10,7 @@ from search_spaces.space import SearchSpace, beta_neg_from_multiple
 SPACE = SearchSpace(
     name="betas_grid",
     description="the paper's S-IntroVAE grid (paper protocol): beta_rec (6) x beta_kl (7) x beta_neg = m * beta_kl, "
-                "m in 1..5, x the 5 S-IntroVAE variants of ablation_priors",
+    "m in 1..5, x the 5 S-IntroVAE variants of ablation_priors",
     metric="kl",
     mode="min",
     base=BASE,

@@ -10,7 +10,7 @@ VALUES = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.8, 1.0]
 SPACE = SearchSpace(
     name="betas_grid_vae",
     description="the paper's VAE grid (paper protocol): beta_rec x beta_kl in {0.05 .. 1.0} (9 x 9) x the 3 VAE "
-                "variants of ablation_priors",
+    "variants of ablation_priors",
     metric="kl",
     mode="min",
     base=BASE,

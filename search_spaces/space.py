@@ -108,8 +108,9 @@ class SearchSpace:
     def check(self) -> None:
         """Structural checks that need no dataset: metric, mode, grid or search, seeds, samples."""
         if self.metric not in metric_names.OBJECTIVES:
-            raise SpaceError(f"space {self.name!r}: unknown metric {self.metric!r} (expected: "
-                             f"{', '.join(metric_names.OBJECTIVES)})")
+            raise SpaceError(
+                f"space {self.name!r}: unknown metric {self.metric!r} (expected: {', '.join(metric_names.OBJECTIVES)})"
+            )
         if self.mode not in MODES:
             raise SpaceError(f"space {self.name!r}: unknown mode {self.mode!r} (expected: min, max)")
         if self.searched and (self.grid or self.variants):
@@ -121,16 +122,21 @@ class SearchSpace:
                 raise SpaceError(f"space {self.name!r}: grid axis {key!r} has no values")
         for variant, axes in self.narrow.items():
             if variant not in self.variants:
-                raise SpaceError(f"space {self.name!r}: narrow names an unknown variant {variant!r} "
-                                 f"(variants: {', '.join(self.variants) or 'none'})")
+                raise SpaceError(
+                    f"space {self.name!r}: narrow names an unknown variant {variant!r} "
+                    f"(variants: {', '.join(self.variants) or 'none'})"
+                )
             for key, values in axes.items():
                 if key not in self.grid or not values or not set(values) <= set(self.grid[key]):
-                    raise SpaceError(f"space {self.name!r}: narrow[{variant!r}][{key!r}] = {list(values)} must be "
-                                     f"some of the grid axis {key!r}'s values {list(self.grid.get(key, []))}")
+                    raise SpaceError(
+                        f"space {self.name!r}: narrow[{variant!r}][{key!r}] = {list(values)} must be "
+                        f"some of the grid axis {key!r}'s values {list(self.grid.get(key, []))}"
+                    )
         unknown = sorted(set(self.budget_base) - set(BUDGETS))
         if unknown:
-            raise SpaceError(f"space {self.name!r}: budget_base names unknown budget(s) {unknown} "
-                             f"(expected: {', '.join(BUDGETS)})")
+            raise SpaceError(
+                f"space {self.name!r}: budget_base names unknown budget(s) {unknown} (expected: {', '.join(BUDGETS)})"
+            )
         if self.samples < 1:
             raise SpaceError(f"space {self.name!r}: samples = {self.samples} must be at least 1")
         searched_keys = set(self.search) if isinstance(self.search, Mapping) else set()
@@ -138,16 +144,20 @@ class SearchSpace:
             if key not in self.grid and key not in searched_keys and not callable(self.search):
                 raise SpaceError(f"space {self.name!r}: derived parameter {key!r} is no axis of the space")
             if "<" in self.derived[key].__qualname__:
-                raise SpaceError(f"space {self.name!r}: derived parameter {key!r} needs a module-level function "
-                                 f"(trials import it by name), not {self.derived[key].__qualname__!r}")
+                raise SpaceError(
+                    f"space {self.name!r}: derived parameter {key!r} needs a module-level function "
+                    f"(trials import it by name), not {self.derived[key].__qualname__!r}"
+                )
         if self.early_stopping is not None and not self.searched:
             raise SpaceError(f"space {self.name!r}: early_stopping (ASHA) needs a searched space")
         if self.selection is not None and self.selection.metric not in metric_names.OBJECTIVES:
             raise SpaceError(f"space {self.name!r}: selection metric {self.selection.metric!r} is unknown")
         unknown = sorted(set(self.baseline or {}) - set(self.axes))
         if unknown:
-            raise SpaceError(f"space {self.name!r}: baseline names {unknown}, which are not axes of the space "
-                             f"({', '.join(self.axes) or 'none'})")
+            raise SpaceError(
+                f"space {self.name!r}: baseline names {unknown}, which are not axes of the space "
+                f"({', '.join(self.axes) or 'none'})"
+            )
 
 
 @dataclass(frozen=True)
@@ -180,27 +190,39 @@ class StudyDesign:
     def metric(self) -> str:
         """The space's metric as this study measures it: without Inception weights an FID is measured on our
         classifier's features and named fd_classifier_* (never fid)."""
-        return self.space.metric if self.fixed.get("inception_weights") else metric_names.without_inception(
-            self.space.metric)
+        return (
+            self.space.metric
+            if self.fixed.get("inception_weights")
+            else metric_names.without_inception(self.space.metric)
+        )
 
     def study_config(self) -> dict[str, Any]:
         """The constant part of every trial config: how to build the TrainConfig, as plain data."""
-        return {"space": self.space.name, "dataset": self.dataset, "budget": self.budget, "fixed": dict(self.fixed),
-                "derived": {k: f"{f.__module__}:{f.__qualname__}" for k, f in self.space.derived.items()},
-                "variants": {k: dict(v) for k, v in self.space.variants.items()},
-                "variant_tags": {k: dict(v) for k, v in self.variant_tags.items()}}
+        return {
+            "space": self.space.name,
+            "dataset": self.dataset,
+            "budget": self.budget,
+            "fixed": dict(self.fixed),
+            "derived": {k: f"{f.__module__}:{f.__qualname__}" for k, f in self.space.derived.items()},
+            "variants": {k: dict(v) for k, v in self.space.variants.items()},
+            "variant_tags": {k: dict(v) for k, v in self.variant_tags.items()},
+        }
 
-    def with_variant_keys(self, keys: Mapping[str, Mapping[str, Any]],
-                          tags: Mapping[str, Mapping[str, str]]) -> StudyDesign:
+    def with_variant_keys(
+        self, keys: Mapping[str, Mapping[str, Any]], tags: Mapping[str, Mapping[str, str]]
+    ) -> StudyDesign:
         """This design with more config keys for some variants (each its own betas, say), over the variant's own
         and the fixed keys, and the MLflow tags that say where they came from."""
         unknown = sorted(set(keys) - set(self.space.variants))
         if unknown:
-            raise SpaceError(f"unknown variant(s) {unknown} of space {self.space.name!r} "
-                             f"(expected: {', '.join(self.space.variants) or 'none'})")
+            raise SpaceError(
+                f"unknown variant(s) {unknown} of space {self.space.name!r} "
+                f"(expected: {', '.join(self.space.variants) or 'none'})"
+            )
         variants = {name: {**overrides, **keys.get(name, {})} for name, overrides in self.space.variants.items()}
-        return dataclasses.replace(self, space=dataclasses.replace(self.space, variants=variants),
-                                   variant_tags={**self.variant_tags, **tags})
+        return dataclasses.replace(
+            self, space=dataclasses.replace(self.space, variants=variants), variant_tags={**self.variant_tags, **tags}
+        )
 
     def param_space(self) -> dict[str, Any]:
         """Tune's param_space: grid axes (with seeds) or Tune domains; the constants travel in study_config."""
@@ -252,16 +274,18 @@ class StudyDesign:
         """Resolve every grid point (or the searched space's corners and random draws); raise SpaceError on the
         first invalid configuration, naming the trial and the config error."""
         study = self.study_config()
-        points = self.grid_points() if not self.searched else [
-            {**p, "seed": self.seeds[0]} for p in self.example_points()]
+        points = (
+            self.grid_points() if not self.searched else [{**p, "seed": self.seeds[0]} for p in self.example_points()]
+        )
         configs = []
         for point in points:
             try:
                 configs.append(resolve_trial(study, point))
             except ConfigError as err:
                 shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
-                raise SpaceError(f"space {self.space.name!r} on {self.dataset}/{self.budget}: trial ({shown}): "
-                                 f"{err}") from None
+                raise SpaceError(
+                    f"space {self.space.name!r} on {self.dataset}/{self.budget}: trial ({shown}): {err}"
+                ) from None
         return configs
 
 
@@ -280,19 +304,24 @@ def design(
     if dataset not in DATASETS:
         raise SpaceError(f"unknown dataset {dataset!r} (expected: {', '.join(DATASETS)})")
     if dataset not in space.datasets:
-        raise SpaceError(f"space {space.name!r} measures {space.metric!r} and runs on {', '.join(space.datasets)} "
-                         f"(got dataset {dataset!r})")
+        raise SpaceError(
+            f"space {space.name!r} measures {space.metric!r} and runs on {', '.join(space.datasets)} "
+            f"(got dataset {dataset!r})"
+        )
     seeds = tuple(space.seeds if seeds is None else seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise SpaceError(f"seeds {list(seeds)!r} must be non-negative integers")
     if len(set(seeds)) != len(seeds):
         raise SpaceError(f"seeds {list(seeds)!r} repeat a seed")
     if space.searched and len(seeds) != 1:
-        raise SpaceError(f"space {space.name!r} is searched by Optuna at one seed; got seeds {list(seeds)} "
-                         "(pass a single seed, e.g. --seeds 0)")
+        raise SpaceError(
+            f"space {space.name!r} is searched by Optuna at one seed; got seeds {list(seeds)} "
+            "(pass a single seed, e.g. --seeds 0)"
+        )
     if samples is not None and not space.searched:
-        raise SpaceError(f"--samples applies to searched spaces; {space.name!r} is a grid "
-                         "(use --seeds or --set to change its size)")
+        raise SpaceError(
+            f"--samples applies to searched spaces; {space.name!r} is a grid (use --seeds or --set to change its size)"
+        )
     if samples is not None and samples < 1:
         raise SpaceError(f"samples = {samples} must be at least 1")
     fixed = dict(fixed or {})
@@ -301,8 +330,10 @@ def design(
     if "dataset" in fixed:
         raise SpaceError("set the dataset with --dataset, not --set dataset=...")
     if VARIANT in fixed and fixed[VARIANT] not in space.variants:
-        raise SpaceError(f"unknown variant {fixed[VARIANT]!r} of space {space.name!r} "
-                         f"(expected: {', '.join(space.variants) or 'none'})")
+        raise SpaceError(
+            f"unknown variant {fixed[VARIANT]!r} of space {space.name!r} "
+            f"(expected: {', '.join(space.variants) or 'none'})"
+        )
     grid = {k: v for k, v in space.grid.items() if k not in fixed}
     search = space.search
     if isinstance(search, Mapping):
@@ -320,13 +351,22 @@ def design(
     bound = dataclasses.replace(space, variants=variants, narrow=narrow)
     fixed_config = {k: v for k, v in fixed.items() if k != VARIANT}
     fixed_config = {**space.base, **space.budget_base.get(budget, {}), **fixed_config}
-    return StudyDesign(space=bound, dataset=dataset, budget=budget, seeds=seeds,
-                       samples=samples or space.samples, fixed=fixed_config, grid=grid, search=search)
+    return StudyDesign(
+        space=bound,
+        dataset=dataset,
+        budget=budget,
+        seeds=seeds,
+        samples=samples or space.samples,
+        fixed=fixed_config,
+        grid=grid,
+        search=search,
+    )
 
 
 def _derived(study: Mapping[str, Any]) -> Mapping[str, Derivation]:
     """The study's derivations, imported from the "module:function" names its record holds (a record is JSON, and
     a space built in a notebook or a test has no entry in search_spaces)."""
+
     def load(reference: str) -> Derivation:
         module, _, name = reference.partition(":")
         return functools.reduce(getattr, name.split("."), importlib.import_module(module))

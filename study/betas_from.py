@@ -25,8 +25,18 @@ from search_spaces.space import VARIANT, StudyDesign, resolve_trial
 BETAS = ("beta_rec", "beta_kl", "beta_neg")
 # What makes a grid run the same configuration as a variant (with the budget): the data, the model, its prior and
 # the protocol (the paper's changes how a VampPrior becomes a MoG).
-CONFIGURATION = ("dataset", "model", "prior", "num_components", "learnable_weights", "prior_in_game",
-                 "prior_with_encoder", "clip", "responsibility_weight", "protocol")
+CONFIGURATION = (
+    "dataset",
+    "model",
+    "prior",
+    "num_components",
+    "learnable_weights",
+    "prior_in_game",
+    "prior_with_encoder",
+    "clip",
+    "responsibility_weight",
+    "protocol",
+)
 METRIC = "kl"
 TAG = "betas_from"
 
@@ -58,15 +68,15 @@ def choose(d: StudyDesign, studies: Sequence[str], tracking_uri: str) -> dict[st
     choices = {}
     for variant in d.space.variants:
         config = resolve_trial(study, {VARIANT: variant, "seed": d.seeds[0]}).to_dict()
-        choices[variant] = best(variant, {"budget": d.budget, **{k: config[k] for k in CONFIGURATION}}, runs,
-                                studies)
+        choices[variant] = best(variant, {"budget": d.budget, **{k: config[k] for k in CONFIGURATION}}, runs, studies)
     return choices
 
 
 def apply(d: StudyDesign, choices: Mapping[str, Choice]) -> StudyDesign:
     """The design with each variant's chosen betas as its keys and the `betas_from` tag on its trials."""
-    return d.with_variant_keys({v: c.betas for v, c in choices.items()},
-                               {v: {TAG: c.source} for v, c in choices.items()})
+    return d.with_variant_keys(
+        {v: c.betas for v, c in choices.items()}, {v: {TAG: c.source} for v, c in choices.items()}
+    )
 
 
 def check_design(d: StudyDesign) -> None:
@@ -78,8 +88,9 @@ def check_design(d: StudyDesign) -> None:
         raise BetasError(f"{where}, which also varies {', '.join(d.grid)} (fix it with --set KEY=VALUE)")
     fixed = sorted(set(d.fixed) & {*BETAS, "beta_neg_multiple"})
     if fixed:
-        raise BetasError(f"--set {', '.join(fixed)} conflicts with --betas-from (each variant takes its betas from "
-                         "its grid runs)")
+        raise BetasError(
+            f"--set {', '.join(fixed)} conflicts with --betas-from (each variant takes its betas from its grid runs)"
+        )
 
 
 def grid_runs(tracking_uri: str, studies: Sequence[str]) -> pd.DataFrame:
@@ -97,8 +108,10 @@ def grid_runs(tracking_uri: str, studies: Sequence[str]) -> pd.DataFrame:
             experiment = client.get_experiment_by_name(name)
             if experiment is None or experiment.lifecycle_stage != "active":
                 known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
-                raise BetasError(f"--betas-from {name!r}: no study of that name in {tracking_uri} "
-                                 f"(studies there: {', '.join(known) or 'none'})")
+                raise BetasError(
+                    f"--betas-from {name!r}: no study of that name in {tracking_uri} "
+                    f"(studies there: {', '.join(known) or 'none'})"
+                )
             runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
             frames.append(runs.assign(study=name))
     finally:
@@ -122,15 +135,21 @@ def best(variant: str, wanted: Mapping[str, Any], runs: pd.DataFrame, studies: S
         match = runs[mask]
     if match.empty:
         shown = ", ".join(f"{k}={v}" for k, v in wanted.items())
-        raise BetasError(f"variant {variant!r}: no finished run with {METRIC} in --betas-from "
-                         f"{', '.join(studies)} has its configuration ({shown}){_hint(variant, wanted)}")
+        raise BetasError(
+            f"variant {variant!r}: no finished run with {METRIC} in --betas-from "
+            f"{', '.join(studies)} has its configuration ({shown}){_hint(variant, wanted)}"
+        )
     points = ["study", *(f"params.{b}" for b in BETAS)]
     match = match.astype({p: float for p in points[1:]})
     means = match.groupby(points)[metric].mean()  # sorted by study, then betas: a tie goes to the smallest betas
     point = means.idxmin()
     chosen = match[(match[points] == pd.Series(point, index=points)).all(axis=1)].sort_values(metric)
-    return Choice(betas={b: float(v) for b, v in zip(BETAS, point[1:])}, study=point[0],
-                  run_ids=tuple(chosen["run_id"]), kl=float(means[point]))
+    return Choice(
+        betas={b: float(v) for b, v in zip(BETAS, point[1:])},
+        study=point[0],
+        run_ids=tuple(chosen["run_id"]),
+        kl=float(means[point]),
+    )
 
 
 def _same(text: Any, value: Any) -> bool:
@@ -149,12 +168,16 @@ def _hint(variant: str, wanted: Mapping[str, Any]) -> str:
     space = get("betas_grid_vae" if wanted["model"] == "vae" else "betas_grid")
     if variant not in space.variants:
         return ""
-    return (f"; run its grid first: python -m study.run --space {space.name} --dataset {wanted['dataset']} "
-            f"--budget {wanted['budget']} --set variant={variant}")
+    return (
+        f"; run its grid first: python -m study.run --space {space.name} --dataset {wanted['dataset']} "
+        f"--budget {wanted['budget']} --set variant={variant}"
+    )
 
 
 def _check_store(uri: str) -> None:
     """A missing sqlite file holds no grid study (MLflow would create an empty one)."""
-    if urlparse(uri).scheme == "sqlite" and not Path(uri[len("sqlite:///"):]).is_file():
-        raise BetasError(f"--betas-from: no MLflow store at {uri} (no database file); pass the --tracking-uri "
-                         "the grid studies wrote to")
+    if urlparse(uri).scheme == "sqlite" and not Path(uri[len("sqlite:///") :]).is_file():
+        raise BetasError(
+            f"--betas-from: no MLflow store at {uri} (no database file); pass the --tracking-uri "
+            "the grid studies wrote to"
+        )

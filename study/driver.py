@@ -71,8 +71,11 @@ def is_alive(process: Mapping[str, Any]) -> bool:
 def this_driver() -> dict[str, Any]:
     """This process as a study's driver: its identity (start and machine None without /proc), host and start time
     for the messages."""
-    return {**(identity(os.getpid()) or {"pid": os.getpid(), "start": None, "machine": None}),
-            "host": platform.node(), "started_at": datetime.datetime.now().isoformat(timespec="seconds")}
+    return {
+        **(identity(os.getpid()) or {"pid": os.getpid(), "start": None, "machine": None}),
+        "host": platform.node(),
+        "started_at": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def write(folder: StudyFolder, driver: Mapping[str, Any], workers: list[Mapping[str, Any]]) -> None:
@@ -90,8 +93,11 @@ def wait_for_end(folder: StudyFolder) -> tuple[dict[str, Any], list[dict[str, An
     deadline = time.monotonic() + END_WAIT_S
     live = [p for p in processes if is_alive(p)]
     if live:
-        print(f"note: waiting up to {END_WAIT_S:g} s for PIDs {', '.join(str(p['pid']) for p in live)} of the study's "
-              "last run to end", flush=True)
+        print(
+            f"note: waiting up to {END_WAIT_S:g} s for PIDs {', '.join(str(p['pid']) for p in live)} of the study's "
+            "last run to end",
+            flush=True,
+        )
     while live and time.monotonic() < deadline:
         time.sleep(0.5)
         live = [p for p in live if is_alive(p)]
@@ -101,16 +107,22 @@ def wait_for_end(folder: StudyFolder) -> tuple[dict[str, Any], list[dict[str, An
 def describe_live(name: str, driver: Mapping[str, Any], live: list[Mapping[str, Any]]) -> str:
     pids = [p["pid"] for p in live]
     roles = [("driver " if p["pid"] == driver["pid"] else "trial worker ") + str(p["pid"]) for p in live]
-    return (f"study {name!r} still has live processes from its run by PID {driver['pid']} (started "
-            f"{driver['started_at']} on {driver['host']}): {', '.join(roles)}; wait for them to end or end them: "
-            f"kill -9 {' '.join(map(str, pids))}")
+    return (
+        f"study {name!r} still has live processes from its run by PID {driver['pid']} (started "
+        f"{driver['started_at']} on {driver['host']}): {', '.join(roles)}; wait for them to end or end them: "
+        f"kill -9 {' '.join(map(str, pids))}"
+    )
 
 
 def exit_if_orphaned(driver: Mapping[str, Any] | None) -> None:
     """In a trial: end this worker process at once if the study's driver ran on this machine and is gone."""
     if driver and here(driver) and not is_alive(driver):
-        print(f"priorstudy: the study's driver (PID {driver['pid']}) is gone; this trial stops without writing "
-              "(--resume continues it from its last checkpoint)", file=sys.stderr, flush=True)
+        print(
+            f"priorstudy: the study's driver (PID {driver['pid']}) is gone; this trial stops without writing "
+            "(--resume continues it from its last checkpoint)",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(1)
 
 

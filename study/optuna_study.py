@@ -32,8 +32,9 @@ def make_sampler(samples: int, seed: int):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                          n_startup_trials=startup_trials(samples))
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=startup_trials(samples)
+        )
 
 
 def storage_url(study: dict[str, Any], folder: StudyFolder) -> str:
@@ -42,7 +43,7 @@ def storage_url(study: dict[str, Any], folder: StudyFolder) -> str:
     needs a local file)."""
     uri = study["tracking_uri"]
     if uri.startswith("sqlite:///"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).parent / OPTUNA_DB)
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).parent / OPTUNA_DB)
     if folder.local is None:
         return str(Path.cwd() / f"{folder.name}.{OPTUNA_JOURNAL}")
     return str(folder.local / OPTUNA_JOURNAL)

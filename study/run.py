@@ -46,10 +46,12 @@ EXIT_BAD_REQUEST = 2  # argparse's own code: nothing was started or written
 EXIT_NO_TRIAL_FINISHED = 3  # as `python -m core` on a diverged training
 EXIT_SOME_TRIALS_FAILED = 4
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C: the study stopped with trials unfinished (resume it)
-EXIT_CODES = (f"exit codes: 0 every trial finished; {EXIT_BAD_REQUEST} the request cannot run (one `error:` line; "
-              f"nothing was started or written); {EXIT_NO_TRIAL_FINISHED} no trial finished; "
-              f"{EXIT_SOME_TRIALS_FAILED} some trials failed (the summary names each with its error); "
-              f"{EXIT_INTERRUPTED} interrupted with trials unfinished (it prints the command that resumes it)")
+EXIT_CODES = (
+    f"exit codes: 0 every trial finished; {EXIT_BAD_REQUEST} the request cannot run (one `error:` line; "
+    f"nothing was started or written); {EXIT_NO_TRIAL_FINISHED} no trial finished; "
+    f"{EXIT_SOME_TRIALS_FAILED} some trials failed (the summary names each with its error); "
+    f"{EXIT_INTERRUPTED} interrupted with trials unfinished (it prints the command that resumes it)"
+)
 
 
 class StudyError(Exception):
@@ -65,46 +67,81 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="search space name (see --list)")
     p.add_argument("--list", action="store_true", help="list the search spaces and exit")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset (default {DEFAULT_DATASET})")
-    p.add_argument("--budget", default=DEFAULT_BUDGET, choices=BUDGETS,
-                   help=f"training budget (default {DEFAULT_BUDGET})")
+    p.add_argument(
+        "--budget", default=DEFAULT_BUDGET, choices=BUDGETS, help=f"training budget (default {DEFAULT_BUDGET})"
+    )
     p.add_argument("--samples", type=int, help="trials of a searched space (default: the space's)")
     p.add_argument("--seeds", help="seeds: N for 0..N-1, or a list like 0,3,7 or a range 0-4 (default: the space's)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a config key for every trial (repeatable), typed as python -m core types it (its --help "
-                        "lists every key with its meaning); fixing a grid axis collapses it")
-    p.add_argument("--data-dir", help="folder of the image datasets in torchvision's layout (default ./data); "
-                                      "every Ray node must see it at this path")
-    p.add_argument("--download", action="store_true",
-                   help="fetch a missing image dataset into --data-dir once, before any trial starts")
-    p.add_argument("--inception-weights", help="pytorch-fid's FID Inception weights file: the study reports fid_* "
-                                               "(without it: fd_classifier_*, the Fréchet distance on a classifier)")
-    p.add_argument("--max-concurrent", type=int,
-                   help="at most this many trials at once (default: as resources allow)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0,
-                   help="Ray CPUs per trial = its torch threads (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="Ray GPUs per trial, fractions allowed (default 0)")
-    p.add_argument("--address", help="address of a running Ray cluster, e.g. 10.0.0.5:6379 or auto "
-                                     "(default: start a local Ray for the study)")
-    p.add_argument("--tracking-uri",
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else "
-                        f"{tracking.LOCAL_TRACKING_URI}; any MLflow server URI works; "
-                        "credentials in it are used, never saved: --resume takes them from MLFLOW_TRACKING_USERNAME "
-                        "and MLFLOW_TRACKING_PASSWORD); --resume uses the study's own")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a config key for every trial (repeatable), typed as python -m core types it (its --help "
+        "lists every key with its meaning); fixing a grid axis collapses it",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="folder of the image datasets in torchvision's layout (default ./data); "
+        "every Ray node must see it at this path",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a missing image dataset into --data-dir once, before any trial starts",
+    )
+    p.add_argument(
+        "--inception-weights",
+        help="pytorch-fid's FID Inception weights file: the study reports fid_* "
+        "(without it: fd_classifier_*, the Fréchet distance on a classifier)",
+    )
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
+    p.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, help="Ray CPUs per trial = its torch threads (default 1)"
+    )
+    p.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="Ray GPUs per trial, fractions allowed (default 0)"
+    )
+    p.add_argument(
+        "--address",
+        help="address of a running Ray cluster, e.g. 10.0.0.5:6379 or auto (default: start a local Ray for the study)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI if set, else "
+        f"{tracking.LOCAL_TRACKING_URI}; any MLflow server URI works; "
+        "credentials in it are used, never saved: --resume takes them from MLFLOW_TRACKING_USERNAME "
+        "and MLFLOW_TRACKING_PASSWORD); --resume uses the study's own",
+    )
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Ray results folder (default ./{DEFAULT_STORAGE})")
-    p.add_argument("--name",
-                   help="study name = Ray experiment folder = MLflow experiment (default SPACE-DATASET-BUDGET)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the study NAME after an interruption (its space, dataset, budget, seeds and --set "
-                        "values come from its record)")
-    p.add_argument("--checkpoints", choices=tracking.CHECKPOINT_CHOICES, default="all",
-                   help="which trials' final checkpoint.pt MLflow keeps as an artifact: all (default; about 5 MB a 2D "
-                        "trial), best (the best finished trial's, logged at the end of the study) or none")
-    p.add_argument("--max-failures", type=int, default=0,
-                   help="retries of a crashed trial from its last checkpoint (default 0)")
-    p.add_argument("--betas-from", action="append", default=[], metavar="STUDY",
-                   help="run each variant at the lowest-kl betas of its own configuration in these finished grid "
-                        "studies (betas_grid, betas_grid_vae) of the same --tracking-uri (repeatable)")
+    p.add_argument(
+        "--name", help="study name = Ray experiment folder = MLflow experiment (default SPACE-DATASET-BUDGET)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study NAME after an interruption (its space, dataset, budget, seeds and --set "
+        "values come from its record)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        choices=tracking.CHECKPOINT_CHOICES,
+        default="all",
+        help="which trials' final checkpoint.pt MLflow keeps as an artifact: all (default; about 5 MB a 2D "
+        "trial), best (the best finished trial's, logged at the end of the study) or none",
+    )
+    p.add_argument(
+        "--max-failures", type=int, default=0, help="retries of a crashed trial from its last checkpoint (default 0)"
+    )
+    p.add_argument(
+        "--betas-from",
+        action="append",
+        default=[],
+        metavar="STUDY",
+        help="run each variant at the lowest-kl betas of its own configuration in these finished grid "
+        "studies (betas_grid, betas_grid_vae) of the same --tracking-uri (repeatable)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials and exit")
     return p
 
@@ -161,12 +198,16 @@ def check_inputs(d: StudyDesign, download: bool) -> None:
 
 def check_resources(available: dict[str, float], cpus_per_trial: float, gpus_per_trial: float) -> None:
     """A trial asking for more than the cluster has would wait forever: say so instead."""
-    for name, wanted, flag in (("CPU", cpus_per_trial, "--cpus-per-trial"), ("GPU", gpus_per_trial,
-                                                                             "--gpus-per-trial")):
+    for name, wanted, flag in (
+        ("CPU", cpus_per_trial, "--cpus-per-trial"),
+        ("GPU", gpus_per_trial, "--gpus-per-trial"),
+    ):
         have = available.get(name, 0.0)
         if wanted > have:
-            raise StudyError(f"{flag} {wanted:g}: the Ray cluster has {have:g} {name}s, so no trial could start "
-                             f"(ask for at most {have:g}{', or run where a GPU is' if name == 'GPU' else ''})")
+            raise StudyError(
+                f"{flag} {wanted:g}: the Ray cluster has {have:g} {name}s, so no trial could start "
+                f"(ask for at most {have:g}{', or run where a GPU is' if name == 'GPU' else ''})"
+            )
 
 
 def list_spaces() -> str:
@@ -182,11 +223,13 @@ def describe_trials(d: StudyDesign) -> str:
     """The dry-run listing: the fixed configuration once, then what each trial changes."""
     base = resolve_config(d.dataset, d.budget, **d.fixed).to_dict()
     configs = d.validate()
-    lines = [f"space {d.space.name}: {d.space.description}",
-             f"dataset {d.dataset}, budget {d.budget}, metric {d.metric} ({d.space.mode}), "
-             f"{d.trial_count} trials, " + ("Optuna TPE + ASHA" if d.searched else "grid search"),
-             "fixed config: " + ", ".join(f"{k}={v}" for k, v in base.items() if k != "extra"),
-             *describe_variant_tags(d)]
+    lines = [
+        f"space {d.space.name}: {d.space.description}",
+        f"dataset {d.dataset}, budget {d.budget}, metric {d.metric} ({d.space.mode}), "
+        f"{d.trial_count} trials, " + ("Optuna TPE + ASHA" if d.searched else "grid search"),
+        "fixed config: " + ", ".join(f"{k}={v}" for k, v in base.items() if k != "extra"),
+        *describe_variant_tags(d),
+    ]
     if d.searched:
         if isinstance(d.search, dict):
             lines += [f"searched: {k} ~ {describe_domain(v)}" for k, v in d.search.items()]
@@ -203,8 +246,9 @@ def describe_trials(d: StudyDesign) -> str:
 
 def describe_variant_tags(d: StudyDesign) -> list[str]:
     """Where a variant's added keys come from, e.g. 'variant vae-vamp: betas_from=grid: run 1f2e (kl 3.1)'."""
-    return [f"variant {v}: " + ", ".join(f"{k}={value}" for k, value in tags.items())
-            for v, tags in d.variant_tags.items()]
+    return [
+        f"variant {v}: " + ", ".join(f"{k}={value}" for k, value in tags.items()) for v, tags in d.variant_tags.items()
+    ]
 
 
 def describe_domain(domain) -> str:
@@ -224,20 +268,25 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     if not sep or not port.isdigit():
         raise StudyError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
     if address.startswith(("http://", "https://")):
-        raise StudyError(f"--address {address!r} looks like the dashboard's job API; give the cluster's GCS "
-                         "address HOST:6379 (for `ray job submit`, use its own --address)")
+        raise StudyError(
+            f"--address {address!r} looks like the dashboard's job API; give the cluster's GCS "
+            "address HOST:6379 (for `ray job submit`, use its own --address)"
+        )
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as err:
-        raise StudyError(f"cannot reach a Ray cluster at {address} ({err}); start one with "
-                         "`ray start --head` or leave --address out to run locally") from None
+        raise StudyError(
+            f"cannot reach a Ray cluster at {address} ({err}); start one with "
+            "`ray start --head` or leave --address out to run locally"
+        ) from None
     if not address.startswith("ray://") and not runs_a_ray_node():
         raise StudyError(
             f"this machine is not a node of the Ray cluster at {address}: a Ray 2.60 driver attaches through a Ray "
             "node on its own machine (ray.init would wait 60 s and fail). Submit the study as a Ray Job instead: "
             f"ray job submit --address http://{host}:8265 --working-dir . -- python -m study.run ... (without "
-            "--address; see the README's 'On a Ray cluster'), or run it on a node of the cluster")
+            "--address; see the README's 'On a Ray cluster'), or run it on a node of the cluster"
+        )
 
 
 def runs_a_ray_node() -> bool:
@@ -270,15 +319,21 @@ def connect_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False)  # "local": never attach to another `ray start`
         return
     if address is not None and ray_auth.enabled() and not ray_auth.has_token():
-        raise StudyError(f"Ray token authentication is on (RAY_AUTH_MODE=token) but there is no token for the "
-                         f"cluster at {address}: copy the head node's token to {ray_auth.token_path()} (or set "
-                         "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN), or set RAY_AUTH_MODE=disabled for a cluster "
-                         "started without authentication")
+        raise StudyError(
+            f"Ray token authentication is on (RAY_AUTH_MODE=token) but there is no token for the "
+            f"cluster at {address}: copy the head node's token to {ray_auth.token_path()} (or set "
+            "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN), or set RAY_AUTH_MODE=disabled for a cluster "
+            "started without authentication"
+        )
     runtime_env = None
     if address is not None:
-        runtime_env = {"py_modules": [core, search_spaces, study],
-                       "env_vars": {"MLFLOW_DISABLE_TELEMETRY": os.environ["MLFLOW_DISABLE_TELEMETRY"],
-                                    **tracking.credential_env()}}  # a local Ray's workers inherit them
+        runtime_env = {
+            "py_modules": [core, search_spaces, study],
+            "env_vars": {
+                "MLFLOW_DISABLE_TELEMETRY": os.environ["MLFLOW_DISABLE_TELEMETRY"],
+                **tracking.credential_env(),
+            },
+        }  # a local Ray's workers inherit them
     try:
         ray.init(address=address, runtime_env=runtime_env)
     except ConnectionError as err:
@@ -294,11 +349,13 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
 
     from study.trainable import train_trial
 
-    trainable = tune.with_resources(tune.with_parameters(train_trial, study=study),
-                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, study=study), {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    )
     if args.resume:
-        return tune.Tuner.restore(folder.uri, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+        return tune.Tuner.restore(
+            folder.uri, trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
     search_alg = scheduler = None
     presets = d.preset_points()
     if presets is not None:  # a narrowed grid: only these points of the product grid, each with every seed
@@ -308,25 +365,36 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
         base = resolve_config(d.dataset, d.budget, **d.fixed)
         # Compare trials first at the first evaluation after warm-up: before it, the game has not started.
         grace = base.warmup + base.eval_every if base.game_starts else base.eval_every
-        scheduler = ASHAScheduler(time_attr=base.unit_name, max_t=base.total_units,
-                                  grace_period=min(grace, base.total_units),
-                                  reduction_factor=d.space.early_stopping.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr=base.unit_name,
+            max_t=base.total_units,
+            grace_period=min(grace, base.total_units),
+            reduction_factor=d.space.early_stopping.reduction_factor,
+        )
     if d.searched:
-        search_alg = OptunaSearch(space=None if isinstance(d.search, dict) else d.search, metric=d.metric,
-                                  mode=d.space.mode, sampler=optuna_study.make_sampler(d.samples, d.seeds[0]),
-                                  study_name=optuna_study.study_name(study),
-                                  storage=optuna_study.make_storage(optuna_study.storage_url(study, folder)))
+        search_alg = OptunaSearch(
+            space=None if isinstance(d.search, dict) else d.search,
+            metric=d.metric,
+            mode=d.space.mode,
+            sampler=optuna_study.make_sampler(d.samples, d.seeds[0]),
+            study_name=optuna_study.study_name(study),
+            storage=optuna_study.make_storage(optuna_study.storage_url(study, folder)),
+        )
     # Tune needs the metric only to search and to stop early, and then in every report; a grid's results are ranked
     # by `summarize` (an image study's FID comes only at metric_epochs and at the end).
     return tune.Tuner(
         trainable,
         param_space=d.param_space(),
         tune_config=tune.TuneConfig(
-            metric=d.metric if d.searched else None, mode=d.space.mode if d.searched else None,
-            search_alg=search_alg, scheduler=scheduler,
-            num_samples=d.samples if d.searched else len(presets or [None]), max_concurrent_trials=args.max_concurrent,
+            metric=d.metric if d.searched else None,
+            mode=d.space.mode if d.searched else None,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=d.samples if d.searched else len(presets or [None]),
+            max_concurrent_trials=args.max_concurrent,
             reuse_actors=True,  # a finished trial's process runs the next one: no new process, no re-imports
-            trial_name_creator=trial_label, trial_dirname_creator=trial_folder,
+            trial_name_creator=trial_label,
+            trial_dirname_creator=trial_folder,
         ),
         run_config=tune.RunConfig(
             name=folder.name,
@@ -342,8 +410,11 @@ def build_tuner(d: StudyDesign, study: dict[str, Any], args: argparse.Namespace,
 def trial_label(trial) -> str:
     """A trial's name (Tune's table, the MLflow run name): its configuration, e.g. 'clip=adaptive λ=10 s=1'."""
     config = trial.config
-    parts = [f"{SHORT_NAMES.get(k, k)}={v:.3g}" if isinstance(v, float) else f"{SHORT_NAMES.get(k, k)}={v}"
-             for k, v in config.items() if k != "seed"]
+    parts = [
+        f"{SHORT_NAMES.get(k, k)}={v:.3g}" if isinstance(v, float) else f"{SHORT_NAMES.get(k, k)}={v}"
+        for k, v in config.items()
+        if k != "seed"
+    ]
     return " ".join([*parts, f"s={config.get('seed', '?')}"])
 
 
@@ -357,17 +428,26 @@ def trial_folder(trial) -> str:
     return f"{trial.trainable_name}_{trial.trial_id}_{trial.experiment_tag}"[:130] + f"_{date_str()}"
 
 
-def summarize(results, d: StudyDesign, study: dict[str, Any], folder: StudyFolder, top: int = 10,
-              interrupted: Collection[str] = ()) -> str:
+def summarize(
+    results,
+    d: StudyDesign,
+    study: dict[str, Any],
+    folder: StudyFolder,
+    top: int = 10,
+    interrupted: Collection[str] = (),
+) -> str:
     """Best configurations (mean over seeds for grids), failures, the trials a Ctrl-C left unfinished (the folder
     names in `interrupted`, unranked), and where to look next."""
     metric, mode = d.metric, d.space.mode
     rows, failures, stopped, not_learned, ranked, early = tally(results, d, interrupted)
-    lines = [f"\nstudy {study['name']}: trials finished: {len(rows)}, failed: {len(failures)}"
-             + (f", stopped early by ASHA: {len(early)}" if early else "")
-             + (f", interrupted: {len(stopped)}" if stopped else "")
-             + (f", not started: {d.trial_count - len(results)}" if d.trial_count > len(results) else "") + "; "
-             f"best by {metric} ({mode}{', mean over seeds' if not d.searched else ''}):"]
+    lines = [
+        f"\nstudy {study['name']}: trials finished: {len(rows)}, failed: {len(failures)}"
+        + (f", stopped early by ASHA: {len(early)}" if early else "")
+        + (f", interrupted: {len(stopped)}" if stopped else "")
+        + (f", not started: {d.trial_count - len(results)}" if d.trial_count > len(results) else "")
+        + "; "
+        f"best by {metric} ({mode}{', mean over seeds' if not d.searched else ''}):"
+    ]
     for key, values in ranked[:top]:
         mean = sum(values) / len(values)
         spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
@@ -380,12 +460,16 @@ def summarize(results, d: StudyDesign, study: dict[str, Any], folder: StudyFolde
         lines.append("interrupted trials (not ranked; --resume continues each from its last checkpoint):")
         lines += stopped
     if not_learned:
-        lines.append(f"finished but did not learn the data ({len(not_learned)} of {len(rows)}: fewer than 8 modes "
-                     f"or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode; their {metric} is in the "
-                     "means above):")
+        lines.append(
+            f"finished but did not learn the data ({len(not_learned)} of {len(rows)}: fewer than 8 modes "
+            f"or under {LEARNED_NEAR_MODE:.0%} of samples within 0.1 of a mode; their {metric} is in the "
+            "means above):"
+        )
         lines += not_learned
-    lines.append(f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'], study.get('experiment_id'))}  "
-                 f"(experiment {study['name']!r})")
+    lines.append(
+        f"MLflow: {tracking.mlflow_ui_hint(study['tracking_uri'], study.get('experiment_id'))}  "
+        f"(experiment {study['name']!r})"
+    )
     lines.append(f"Ray results: {folder}")
     if d.searched:
         lines.append(optuna_study.describe(study, folder))
@@ -418,8 +502,10 @@ def tally(results, d: StudyDesign, interrupted: Collection[str] = ()):
             point = {k: v for k, v in result.config.items() if k != "seed"}
             rows.append((point, result.config.get("seed"), result.metrics[metric], result))
             if "near_mode" in result.metrics and not learned(result.metrics):
-                not_learned.append(f"  {trial}: {result.metrics['modes_covered']:.0f} "
-                                   f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode")
+                not_learned.append(
+                    f"  {trial}: {result.metrics['modes_covered']:.0f} "
+                    f"modes covered, {result.metrics['near_mode']:.0%} of samples near a mode"
+                )
     return rows, failures, stopped, not_learned, rank(rows, mode), early
 
 
@@ -429,8 +515,12 @@ def rank(rows, mode: str) -> list[tuple[str, list[float]]]:
 
     if not rows:
         return []
-    frame = pd.DataFrame({"point": [json.dumps(p, sort_keys=True, default=str) for p, *_ in rows],
-                          "value": [value for _, _, value, _ in rows]})
+    frame = pd.DataFrame(
+        {
+            "point": [json.dumps(p, sort_keys=True, default=str) for p, *_ in rows],
+            "value": [value for _, _, value, _ in rows],
+        }
+    )
     groups = frame.groupby("point", sort=False)["value"].agg(values=list, mean="mean")
     groups = groups.sort_values("mean", ascending=(mode != "max"), kind="stable")
     return list(zip(groups.index, groups["values"], strict=True))
@@ -443,15 +533,21 @@ def units_of(d: StudyDesign, trial: dict[str, Any]) -> int:
     return resolve_trial(d.study_config(), trial).total_units
 
 
-def close_study_run(results, d: StudyDesign, study: dict[str, Any], stopped: Collection[str],
-                    interrupted: bool) -> None:
+def close_study_run(
+    results, d: StudyDesign, study: dict[str, Any], stopped: Collection[str], interrupted: bool
+) -> None:
     """The parent run's trial counts and best configuration (mean metric over its seeds); MLflow trouble here
     costs no result (the trials' runs are already closed)."""
     from mlflow.exceptions import MlflowException
 
     rows, failures, stopped_lines, not_learned, ranked, early = tally(results, d, stopped)
-    counts = {"finished": len(rows), "failed": len(failures), "interrupted": len(stopped_lines),
-              "not_learned": len(not_learned), "stopped_early": len(early)}
+    counts = {
+        "finished": len(rows),
+        "failed": len(failures),
+        "interrupted": len(stopped_lines),
+        "not_learned": len(not_learned),
+        "stopped_early": len(early),
+    }
     best = None
     if ranked:
         key, values = ranked[0]
@@ -530,8 +626,9 @@ def load_record(args: argparse.Namespace) -> dict[str, Any]:
 
 def study_tracking_uri(args: argparse.Namespace) -> str:
     """--tracking-uri as the study records it: absolute, without credentials (tracking.adopt_credentials)."""
-    return tracking.adopt_credentials(tracking.absolute_tracking_uri(args.tracking_uri or
-                                                                     tracking.default_tracking_uri()))
+    return tracking.adopt_credentials(
+        tracking.absolute_tracking_uri(args.tracking_uri or tracking.default_tracking_uri())
+    )
 
 
 def prepare(args: argparse.Namespace) -> tuple[StudyDesign, str, StudyFolder]:
@@ -569,8 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(list_spaces())
         return 0
     if not args.space and not (args.resume and args.name):
-        print("error: --space is required (one of: " + ", ".join(SPACES) + "; see --list), or --resume --name NAME",
-              file=sys.stderr)
+        print(
+            "error: --space is required (one of: " + ", ".join(SPACES) + "; see --list), or --resume --name NAME",
+            file=sys.stderr,
+        )
         return EXIT_BAD_REQUEST
     try:
         d, name, folder = prepare(args)
@@ -585,11 +684,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:  # a second Ctrl-C (the first ends Tune's loop), or one before the loop
             from ray import tune
 
-            print(f"\nstudy {name!r} interrupted; " + (f"continue it with:\n  {resume_command(args, name)}"
-                  if tune.Tuner.can_restore(folder.uri) else "Tune saved nothing: start it again"))
+            print(
+                f"\nstudy {name!r} interrupted; "
+                + (
+                    f"continue it with:\n  {resume_command(args, name)}"
+                    if tune.Tuner.can_restore(folder.uri)
+                    else "Tune saved nothing: start it again"
+                )
+            )
             return EXIT_INTERRUPTED
-    except (StudyError, SpaceError, ConfigError, tracking.TrackingError, betas_from.BetasError, StorageError,
-            FileNotFoundError) as err:
+    except (
+        StudyError,
+        SpaceError,
+        ConfigError,
+        tracking.TrackingError,
+        betas_from.BetasError,
+        StorageError,
+        FileNotFoundError,
+    ) as err:
         # FileNotFoundError: the image data (core's DatasetNotFound) or the Inception weights are missing
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_REQUEST
@@ -598,8 +710,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = exit_code(results, d.trial_count, stopped)
     close_study_run(results, d, study, stopped, interrupted=code == EXIT_INTERRUPTED)
     if code == EXIT_INTERRUPTED:
-        print(f"study {name!r} interrupted with {unfinished(results, d.trial_count, stopped)} of {d.trial_count} "
-              f"trials unfinished (exit code {code}); continue it with:\n  {resume_command(args, name)}")
+        print(
+            f"study {name!r} interrupted with {unfinished(results, d.trial_count, stopped)} of {d.trial_count} "
+            f"trials unfinished (exit code {code}); continue it with:\n  {resume_command(args, name)}"
+        )
     return code
 
 
@@ -644,16 +758,20 @@ def check_study(args: argparse.Namespace, name: str, folder: StudyFolder) -> str
     if args.resume:
         uri = json.loads(folder.read_text(STUDY_FILE))["study"]["tracking_uri"]
         if args.tracking_uri is not None and study_tracking_uri(args) != uri:
-            raise StudyError(f"study {name!r} tracks to {uri}, not --tracking-uri "
-                             f"{tracking.redact(args.tracking_uri)} (leave it out to resume)")
+            raise StudyError(
+                f"study {name!r} tracks to {uri}, not --tracking-uri "
+                f"{tracking.redact(args.tracking_uri)} (leave it out to resume)"
+            )
         tracking.check_tracking_uri(uri)
         if not tune.Tuner.can_restore(folder.uri):
-            raise StudyError(f"study {name!r} at {folder} stopped before Tune saved any state; "
-                             "delete that folder and start it again")
+            raise StudyError(
+                f"study {name!r} at {folder} stopped before Tune saved any state; delete that folder and start it again"
+            )
     else:
         if folder.exists():
-            raise StudyError(f"study {name!r} already exists at {folder}: continue it with --resume, or "
-                             "choose another --name")
+            raise StudyError(
+                f"study {name!r} already exists at {folder}: continue it with --resume, or choose another --name"
+            )
         problem = folder.unwritable()
         if problem:
             raise StudyError(f"--storage {args.storage}: {problem}")
@@ -661,32 +779,38 @@ def check_study(args: argparse.Namespace, name: str, folder: StudyFolder) -> str
         tracking.check_tracking_uri(given)
         uri = study_tracking_uri(args)
         if uri != given:
-            print("note: the credentials in --tracking-uri are not saved with the study; to --resume it, set "
-                  "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or pass the same --tracking-uri)")
+            print(
+                "note: the credentials in --tracking-uri are not saved with the study; to --resume it, set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or pass the same --tracking-uri)"
+            )
     if args.address:
         check_address(args.address)
     if args.address and tracking.is_local_store(uri):
-        print(f"note: trials on other machines cannot write to {uri}; "
-              "use an MLflow server (--tracking-uri http://HOST:5000) for a multi-machine cluster")
+        print(
+            f"note: trials on other machines cannot write to {uri}; "
+            "use an MLflow server (--tracking-uri http://HOST:5000) for a multi-machine cluster"
+        )
     return uri
 
 
 def describe_study(d: StudyDesign, name: str) -> str:
     """The parent run's note (MLflow shows it as the run's description): what the study compares, and how."""
     factors = ([f"variant ({', '.join(d.space.variants)})"] if d.space.variants else []) + [
-        f"{k} ({', '.join(map(str, v))})" for k, v in d.grid.items()]
+        f"{k} ({', '.join(map(str, v))})" for k, v in d.grid.items()
+    ]
     if d.searched:
         searched = ", ".join(d.search) if isinstance(d.search, dict) else "define-by-run"
         factors.append(f"searched by Optuna: {searched}")
     factors = "; ".join(factors) or "none"
-    return (f"Study **{name}**: space `{d.space.name}` on {d.dataset} at budget `{d.budget}`, {d.trial_count} "
-            f"trials, seeds {', '.join(map(str, d.seeds))}. Factors: {factors}. Metric: {d.metric} "
-            f"({d.space.mode}). The trials are nested below; `python -m analysis.report --study {name}` adds its "
-            "tables and figures to this run's artifacts (report/).")
+    return (
+        f"Study **{name}**: space `{d.space.name}` on {d.dataset} at budget `{d.budget}`, {d.trial_count} "
+        f"trials, seeds {', '.join(map(str, d.seeds))}. Factors: {factors}. Metric: {d.metric} "
+        f"({d.space.mode}). The trials are nested below; `python -m analysis.report --study {name}` adds its "
+        "tables and figures to this run's artifacts (report/)."
+    )
 
 
-def open_study(args: argparse.Namespace, d: StudyDesign, name: str, folder: StudyFolder,
-               uri: str) -> dict[str, Any]:
+def open_study(args: argparse.Namespace, d: StudyDesign, name: str, folder: StudyFolder, uri: str) -> dict[str, Any]:
     """Create the study's MLflow experiment, folder and record (on --resume: reload the record, reopen the
     experiment); `uri` from check_study."""
     if args.resume:
@@ -694,15 +818,33 @@ def open_study(args: argparse.Namespace, d: StudyDesign, name: str, folder: Stud
         study["experiment_id"] = tracking.ensure_experiment(uri, name)
         tracking.reopen_study_run(study)
         return study
-    study = {**d.study_config(), "name": name, "metric": d.metric, "study_id": uuid.uuid4().hex[:12],
-             "tracking_uri": uri, "checkpoints": args.checkpoints,
-             "tags": {"space": d.space.name, "study": name, "dataset": d.dataset, "budget": d.budget,
-                      **tracking.project_tags()}}
+    study = {
+        **d.study_config(),
+        "name": name,
+        "metric": d.metric,
+        "study_id": uuid.uuid4().hex[:12],
+        "tracking_uri": uri,
+        "checkpoints": args.checkpoints,
+        "tags": {
+            "space": d.space.name,
+            "study": name,
+            "dataset": d.dataset,
+            "budget": d.budget,
+            **tracking.project_tags(),
+        },
+    }
     study["experiment_id"] = tracking.ensure_experiment(uri, name)
-    request = {"space": d.space.name, "dataset": d.dataset, "budget": d.budget, "seeds": list(d.seeds),
-               "samples": d.samples, "overrides": user_overrides(args)}
-    study["parent_run_id"] = tracking.open_study_run(study, {**request, "trials": d.trial_count},
-                                                     describe_study(d, name))
+    request = {
+        "space": d.space.name,
+        "dataset": d.dataset,
+        "budget": d.budget,
+        "seeds": list(d.seeds),
+        "samples": d.samples,
+        "overrides": user_overrides(args),
+    }
+    study["parent_run_id"] = tracking.open_study_run(
+        study, {**request, "trials": d.trial_count}, describe_study(d, name)
+    )
     folder.create()
     folder.write_text(STUDY_FILE, json.dumps({**request, "study": study}, indent=2))
     return study

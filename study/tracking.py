@@ -49,7 +49,7 @@ def absolute_tracking_uri(uri: str) -> str:
     """Make a local store's path absolute: Ray runs each trial in its own working directory."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not path or path == ":memory:":
             raise TrackingError(f"tracking URI {uri!r} names no database file (expected e.g. sqlite:///mlruns.db)")
         return "sqlite:///" + str(Path(path).resolve()) if not path.startswith("/") else uri
@@ -82,10 +82,12 @@ def adopt_credentials(uri: str) -> str:
     if parsed.scheme not in ("http", "https"):
         if parsed.password is None:
             return uri
-        raise TrackingError(f"tracking URI {redact(uri)} holds a password, which every record of the study would "
-                            "keep; give it to the database driver instead (PostgreSQL: PGPASSWORD or ~/.pgpass) or "
-                            "track to an MLflow server (http://HOST:5000 with MLFLOW_TRACKING_USERNAME and "
-                            "MLFLOW_TRACKING_PASSWORD)")
+        raise TrackingError(
+            f"tracking URI {redact(uri)} holds a password, which every record of the study would "
+            "keep; give it to the database driver instead (PostgreSQL: PGPASSWORD or ~/.pgpass) or "
+            "track to an MLflow server (http://HOST:5000 with MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD)"
+        )
     if parsed.username:
         os.environ["MLFLOW_TRACKING_USERNAME"] = parsed.username
     if parsed.password is not None:
@@ -102,7 +104,7 @@ def credential_env() -> dict[str, str]:
 def artifact_location(uri: str) -> str | None:
     """Local stores keep artifacts in `mlartifacts/` beside the database; a server decides for itself."""
     if urlparse(uri).scheme == "sqlite":
-        return (Path(uri[len("sqlite:///"):]).parent / ARTIFACTS_DIR).as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / ARTIFACTS_DIR).as_uri()
     return None
 
 
@@ -123,14 +125,16 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         _tracking_store_registry.get_store_builder(uri)
     except UnsupportedModelRegistryStoreURIException as err:
         known = ", ".join(s for s in err.supported_uri_schemes if s)
-        raise TrackingError(f"tracking URI {shown}: MLflow has no store for scheme {urlparse(uri).scheme!r} "
-                            f"(it knows: {known}; e.g. sqlite:///mlruns.db or http://HOST:5000)") from None
+        raise TrackingError(
+            f"tracking URI {shown}: MLflow has no store for scheme {urlparse(uri).scheme!r} "
+            f"(it knows: {known}; e.g. sqlite:///mlruns.db or http://HOST:5000)"
+        ) from None
     except MlflowException as err:
         raise TrackingError(f"tracking URI {shown}: {redact(err.message)}") from None
     if scheme in ("http", "https"):
         _check_server(uri, timeout)
     elif scheme == "sqlite":
-        folder = Path(uri[len("sqlite:///"):]).parent
+        folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
             raise TrackingError(f"tracking URI {shown}: folder {folder} does not exist")
         problem = unwritable(folder)
@@ -144,8 +148,10 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             dialect.import_dbapi()
         except ImportError as err:
             hint = " (PostgreSQL: pip install -e '.[cluster]')" if dialect.name == "postgresql" else ""
-            raise TrackingError(f"tracking URI {shown} needs the database driver {dialect.driver} ({err}); install "
-                                f"it{hint}, or track to an MLflow server (--tracking-uri http://HOST:5000)") from None
+            raise TrackingError(
+                f"tracking URI {shown} needs the database driver {dialect.driver} ({err}); install "
+                f"it{hint}, or track to an MLflow server (--tracking-uri http://HOST:5000)"
+            ) from None
     elif scheme in ("", "file"):
         problem = unwritable(Path(urlparse(uri).path))
         if problem:
@@ -169,24 +175,36 @@ def _check_server(uri: str, timeout: float) -> None:
         raise TrackingError(f"{shown} answered /health with HTTP {err.code}: is it an MLflow server?") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise TrackingError(f"cannot reach the MLflow tracking server at {shown} ({reason}); start it with "
-                            f"`mlflow server --host ... --port ...` or pass another --tracking-uri") from None
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {shown} ({reason}); start it with "
+            f"`mlflow server --host ... --port ...` or pass another --tracking-uri"
+        ) from None
     creds = get_default_host_creds(bare)
     if parsed.username is not None:
         creds.username, creds.password = parsed.username, parsed.password
     try:
-        response = http_request(creds, "/api/2.0/mlflow/experiments/search", "GET", max_retries=0,
-                                timeout=timeout, params={"max_results": 1})
+        response = http_request(
+            creds,
+            "/api/2.0/mlflow/experiments/search",
+            "GET",
+            max_retries=0,
+            timeout=timeout,
+            params={"max_results": 1},
+        )
     except (MlflowException, OSError) as err:
         raise TrackingError(f"MLflow server at {shown} answered /health but not its API ({redact(str(err))})") from None
     if response.status_code == 401:
-        raise TrackingError(f"MLflow server at {shown} refused the credentials (HTTP 401): set "
-                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a study never saves them)")
+        raise TrackingError(
+            f"MLflow server at {shown} refused the credentials (HTTP 401): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (a study never saves them)"
+        )
     if response.status_code == 403:  # also MLflow's answer to a host name outside its --allowed-hosts
         said = (response.text.strip().splitlines() or ["no reason given"])[0][:200]
-        raise TrackingError(f"MLflow server at {shown} refused the request (HTTP 403: {said}): the user may not "
-                            "read experiments, or the server does not accept this host name (mlflow server "
-                            "--allowed-hosts)")
+        raise TrackingError(
+            f"MLflow server at {shown} refused the request (HTTP 403: {said}): the user may not "
+            "read experiments, or the server does not accept this host name (mlflow server "
+            "--allowed-hosts)"
+        )
 
 
 def ensure_experiment(uri: str, name: str) -> str:
@@ -216,8 +234,7 @@ def open_study_run(study: Mapping[str, Any], params: Mapping[str, Any], descript
     from mlflow.entities import Param
 
     client = _client(study["tracking_uri"])
-    tags = {**study["tags"], "study_id": study["study_id"], STUDY_ROLE_TAG: "study",
-            "mlflow.note.content": description}
+    tags = {**study["tags"], "study_id": study["study_id"], STUDY_ROLE_TAG: "study", "mlflow.note.content": description}
     run = client.create_run(study["experiment_id"], run_name=f"study {study['name']}", tags=tags)
     client.set_experiment_tag(study["experiment_id"], "mlflow.note.content", description)  # the experiment's too
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params_of(params).items()])
@@ -230,8 +247,9 @@ def reopen_study_run(study: Mapping[str, Any]) -> None:
         _client(study["tracking_uri"]).update_run(study["parent_run_id"], status="RUNNING")
 
 
-def close_study_run(study: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None,
-                    interrupted: bool) -> None:
+def close_study_run(
+    study: Mapping[str, Any], counts: Mapping[str, int], best: Mapping[str, Any] | None, interrupted: bool
+) -> None:
     """End the parent run with the trial counts as metrics and the best configuration as tags (KILLED when the
     study was interrupted: --resume reopens it)."""
     if not study.get("parent_run_id"):
@@ -256,21 +274,34 @@ def log_final_checkpoint(study: Mapping[str, Any], trial_id: str, state: Path) -
 
 def find_study_run(uri: str, experiment_id: str, study_id: str):
     """The parent run of a study, or None (studies tracked before parent runs existed have none)."""
-    runs = _client(uri).search_runs([experiment_id], filter_string=f"tags.study_id = '{study_id}' and "
-                                    f"tags.`{STUDY_ROLE_TAG}` = 'study'", max_results=1)
+    runs = _client(uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.study_id = '{study_id}' and tags.`{STUDY_ROLE_TAG}` = 'study'",
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
 def project_tags() -> dict[str, str]:
     """Commit and version of the code that launched the study (gathered on the driver: workers may lack git)."""
-    tags = {"git_commit": "unknown", "project_version": _project_version(), "mlflow.source.name": "study.run",
-            "mlflow.source.type": "LOCAL"}
+    tags = {
+        "git_commit": "unknown",
+        "project_version": _project_version(),
+        "mlflow.source.name": "study.run",
+        "mlflow.source.type": "LOCAL",
+    }
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                timeout=10)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        )
         if commit.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                                   capture_output=True, text=True, timeout=10)
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             tags["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
             tags["mlflow.source.git.commit"] = commit.stdout.strip()  # MLflow's own: the UI's Version column
     except (OSError, subprocess.SubprocessError):
@@ -322,8 +353,8 @@ def _client(uri: str):
 def find_trial_run(uri: str, experiment_id: str, study_id: str, trial_id: str):
     """The MLflow run of a trial of this study, or None."""
     runs = _client(uri).search_runs(
-        [experiment_id], filter_string=f"tags.study_id = '{study_id}' and tags.trial_id = '{trial_id}'",
-        max_results=1)
+        [experiment_id], filter_string=f"tags.study_id = '{study_id}' and tags.trial_id = '{trial_id}'", max_results=1
+    )
     return runs[0] if runs else None
 
 
@@ -337,8 +368,14 @@ class TrialRun:
         self.logged_until = logged_until
 
     @classmethod
-    def open(cls, study: Mapping[str, Any], trial_id: str, trial_name: str, params: Mapping[str, Any],
-             tags: Mapping[str, str]) -> TrialRun:
+    def open(
+        cls,
+        study: Mapping[str, Any],
+        trial_id: str,
+        trial_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+    ) -> TrialRun:
         """Start the trial's run, or reopen it when Tune restores the trial (then metrics already logged up to
         `logged_until` are not logged twice: resumed training recomputes them exactly)."""
         import mlflow
@@ -352,10 +389,17 @@ class TrialRun:
             client = _client(uri)
             steps = [m.step for name in UNIT_NAMES for m in client.get_metric_history(existing.info.run_id, name)]
             return cls(mlflow, uri, existing.info.run_id, max(steps, default=-1))
-        all_tags = {**study["tags"], **_parent_tag(study), "study_id": study["study_id"], "trial_id": trial_id,
-                    "trial_name": trial_name, **tags}
-        module = setup_mlflow(tracking_uri=uri, experiment_id=study["experiment_id"], run_name=trial_name,
-                              tags=all_tags)
+        all_tags = {
+            **study["tags"],
+            **_parent_tag(study),
+            "study_id": study["study_id"],
+            "trial_id": trial_id,
+            "trial_name": trial_name,
+            **tags,
+        }
+        module = setup_mlflow(
+            tracking_uri=uri, experiment_id=study["experiment_id"], run_name=trial_name, tags=all_tags
+        )
         module.log_params(params_of(params))  # one batch; setup_mlflow(config=...) logs them one by one
         return cls(module, uri, module.active_run().info.run_id, -1)
 
@@ -419,8 +463,14 @@ class TrialRunStatus(tune.Callback):
         uri, client = self.study["tracking_uri"], _client(self.study["tracking_uri"])
         run = find_trial_run(uri, self.study["experiment_id"], self.study["study_id"], trial.trial_id)
         if run is None:
-            tags = {**self.study["tags"], **_parent_tag(self.study), "study_id": self.study["study_id"],
-                    "trial_id": trial.trial_id, "trial_name": str(trial), **variant_tags(self.study, trial.config)}
+            tags = {
+                **self.study["tags"],
+                **_parent_tag(self.study),
+                "study_id": self.study["study_id"],
+                "trial_id": trial.trial_id,
+                "trial_name": str(trial),
+                **variant_tags(self.study, trial.config),
+            }
             run = client.create_run(self.study["experiment_id"], run_name=str(trial), tags=tags)
             params = {**resolve_trial(self.study, trial.config).to_dict(), **searched_params(self.study, trial.config)}
             from mlflow.entities import Param

@@ -105,14 +105,24 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
 
     device = resolve_device(config.device)
     run = TrialRun.open(
-        study, context.get_trial_id(), context.get_trial_name(),
+        study,
+        context.get_trial_id(),
+        context.get_trial_name(),
         params={**config.to_dict(), **searched_params(study, trial)},
-        tags={"device": describe_device(device, threads), "ray_resources": describe_resources(context),
-              **variant_tags(study, trial)},
+        tags={
+            "device": describe_device(device, threads),
+            "ray_resources": describe_resources(context),
+            **variant_tags(study, trial),
+        },
     )
     # Where it runs now: a trial restored after a lost node runs elsewhere than its run first recorded.
-    run.set_tags({"hostname": socket.gethostname(), "ray_node": ray.get_runtime_context().get_node_id(),
-                  **({"resumed_from_iteration": state["unit"]} if state is not None else {})})
+    run.set_tags(
+        {
+            "hostname": socket.gethostname(),
+            "ray_node": ray.get_runtime_context().get_node_id(),
+            **({"resumed_from_iteration": state["unit"]} if state is not None else {}),
+        }
+    )
 
     pending: dict[str, Any] = {}
 
@@ -131,8 +141,14 @@ def train_trial(trial: dict[str, Any], study: dict[str, Any]) -> None:
     out_dir = Path(context.get_trial_dir()) / "artifacts"
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        final = train(config, on_report=on_report, on_checkpoint=on_checkpoint,
-                      checkpoint_every=config.eval_every, resume=state, out_dir=out_dir)
+        final = train(
+            config,
+            on_report=on_report,
+            on_checkpoint=on_checkpoint,
+            checkpoint_every=config.eval_every,
+            resume=state,
+            out_dir=out_dir,
+        )
     except TrainingDiverged as err:
         run.fail(f"diverged: {err}")
         raise TrialDiverged(str(err)) from None

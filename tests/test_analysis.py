@@ -29,8 +29,12 @@ REGULARIZERS = "ablation_regularizers-8gaussians-smoke"
 # kl per (clip, λ) at seeds 0, 1, 2: (adaptive, 0) is the baseline shifted by +0.5 (a known difference),
 # (none, 10) repeats the baseline exactly (no difference), (adaptive, 10) differs by less than its noise.
 BASE_KL = (1.00, 1.03, 0.97)
-KL = {("none", 0.0): BASE_KL, ("adaptive", 0.0): tuple(v + 0.5 for v in BASE_KL), ("none", 10.0): BASE_KL,
-      ("adaptive", 10.0): (0.90, 1.20, 1.05)}
+KL = {
+    ("none", 0.0): BASE_KL,
+    ("adaptive", 0.0): tuple(v + 0.5 for v in BASE_KL),
+    ("none", 10.0): BASE_KL,
+    ("adaptive", 10.0): (0.90, 1.20, 1.05),
+}
 
 
 def _png(path: Path, shade: float) -> Path:
@@ -53,22 +57,49 @@ class StoreWriter:
 
     def study(self, name: str, space: str) -> tuple[str, dict[str, str]]:
         experiment = self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts").as_uri())
-        tags = {"space": space, "study": name, "dataset": "8gaussians", "budget": "smoke", "git_commit": "abc123",
-                "project_version": "0.1.0", "study_id": f"sid{self.count:04d}"}
+        tags = {
+            "space": space,
+            "study": name,
+            "dataset": "8gaussians",
+            "budget": "smoke",
+            "git_commit": "abc123",
+            "project_version": "0.1.0",
+            "study_id": f"sid{self.count:04d}",
+        }
         return experiment, tags
 
-    def trial(self, experiment: str, tags: dict[str, str], config: dict, series: dict[str, list[float]],
-              status: str = "FINISHED", failure: str | None = None, extra_params: dict | None = None) -> str:
+    def trial(
+        self,
+        experiment: str,
+        tags: dict[str, str],
+        config: dict,
+        series: dict[str, list[float]],
+        status: str = "FINISHED",
+        failure: str | None = None,
+        extra_params: dict | None = None,
+    ) -> str:
         self.count += 1
         trial_id = f"t{self.count:05d}"
-        run = self.client.create_run(experiment, run_name=f"train_trial_{trial_id}", tags={
-            **tags, "trial_id": trial_id, "trial_name": f"train_trial_{trial_id}", "device": "cpu, 1 thread",
-            "hostname": "test"})
+        run = self.client.create_run(
+            experiment,
+            run_name=f"train_trial_{trial_id}",
+            tags={
+                **tags,
+                "trial_id": trial_id,
+                "trial_name": f"train_trial_{trial_id}",
+                "device": "cpu, 1 thread",
+                "hostname": "test",
+            },
+        )
         run_id = run.info.run_id
         params = {**config, **(extra_params or {})}
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now + i, step) for key, values in series.items()
-                   for i, (step, value) in enumerate(zip(STEPS, values)) if not math.isnan(value)]
+        metrics = [
+            Metric(key, float(value), now + i, step)
+            for key, values in series.items()
+            for i, (step, value) in enumerate(zip(STEPS, values))
+            if not math.isnan(value)
+        ]
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()], metrics=metrics)
         if status == "FINISHED":
             folder = self.files / trial_id
@@ -86,10 +117,17 @@ class StoreWriter:
 
 def _series(kl: float, seed: int) -> dict[str, list[float]]:
     """Step series ending at the final values; gnelbo only at the end (NaN = not logged), as core reports it."""
-    return {"kl": [kl + 2.0, kl + 1.0, kl], "jsd": [0.5, 0.4, 0.3 + 0.01 * seed],
-            "sample_entropy_kl": [2.0, 1.9, 1.8], "gnelbo": [math.nan, math.nan, 1e-7 * (5 + seed)],
-            "active_modes": [64, 40, 20 + seed], "loss_encoder": [3.0, 2.0, 1.0], "loss_decoder": [2.0, 1.5, 1.2],
-            "iteration": list(STEPS), "in_game": [0, 1, 1]}
+    return {
+        "kl": [kl + 2.0, kl + 1.0, kl],
+        "jsd": [0.5, 0.4, 0.3 + 0.01 * seed],
+        "sample_entropy_kl": [2.0, 1.9, 1.8],
+        "gnelbo": [math.nan, math.nan, 1e-7 * (5 + seed)],
+        "active_modes": [64, 40, 20 + seed],
+        "loss_encoder": [3.0, 2.0, 1.0],
+        "loss_decoder": [2.0, 1.5, 1.2],
+        "iteration": list(STEPS),
+        "in_game": [0, 1, 1],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +142,35 @@ def store(tmp_path_factory) -> StoreWriter:
             writer.trial(experiment, tags, config.to_dict(), _series(kl, seed))
     # A diverged trial (failed with partial history) and a trial closed by TrialRunStatus before it logged anything.
     config = resolve_config("8gaussians", "smoke", **base, clip="adaptive", responsibility_weight=10.0, seed=3)
-    writer.trial(experiment, tags, config.to_dict(), {"kl": [9.0]}, status="FAILED",
-                 failure="diverged: training diverged at iteration 31 (loss_encoder = nan)")
+    writer.trial(
+        experiment,
+        tags,
+        config.to_dict(),
+        {"kl": [9.0]},
+        status="FAILED",
+        failure="diverged: training diverged at iteration 31 (loss_encoder = nan)",
+    )
 
     experiment, tags = writer.study("searched-betas", "betas")
     rng = np.random.default_rng(0)
     for _ in range(12):
         beta_rec, beta_kl, multiple = rng.uniform(0.05, 1.0), rng.uniform(0.05, 1.0), int(rng.integers(1, 6))
-        config = resolve_config("8gaussians", "smoke", model="sintro", beta_rec=beta_rec, beta_kl=beta_kl,
-                                beta_neg=round(multiple * beta_kl, 3), seed=0)
-        writer.trial(experiment, tags, config.to_dict(), _series(10 * beta_kl + 0.1 * beta_rec, 0),
-                     extra_params={"beta_neg_multiple": multiple})
+        config = resolve_config(
+            "8gaussians",
+            "smoke",
+            model="sintro",
+            beta_rec=beta_rec,
+            beta_kl=beta_kl,
+            beta_neg=round(multiple * beta_kl, 3),
+            seed=0,
+        )
+        writer.trial(
+            experiment,
+            tags,
+            config.to_dict(),
+            _series(10 * beta_kl + 0.1 * beta_rec, 0),
+            extra_params={"beta_neg_multiple": multiple},
+        )
 
     experiment, tags = writer.study("all-failed", "ablation_regularizers")
     for seed in range(2):
@@ -125,8 +181,9 @@ def store(tmp_path_factory) -> StoreWriter:
     for variant, prior in (("std", "standard"), ("mog", "vamp_to_mog")):
         for seed in range(2):
             config = resolve_config("8gaussians", "smoke", prior=prior, seed=seed)
-            writer.trial(experiment, tags, config.to_dict(), _series(1.0 + seed, seed),
-                         extra_params={"variant": variant})
+            writer.trial(
+                experiment, tags, config.to_dict(), _series(1.0 + seed, seed), extra_params={"variant": variant}
+            )
     return writer
 
 
@@ -137,7 +194,14 @@ def study(store) -> Study:
 
 def test_param_strings_come_back_typed():
     assert [parse_param(v) for v in ("None", "True", "3", "0.5", "1e-08", "[20, 30]", "adaptive")] == [
-        None, True, 3, 0.5, 1e-8, "[20, 30]", "adaptive"]
+        None,
+        True,
+        3,
+        0.5,
+        1e-8,
+        "[20, 30]",
+        "adaptive",
+    ]
     assert typed_column(["0", "10.0", "1"]).tolist() == [0.0, 10.0, 1.0]  # --set gives '0', the grid '0.0'
     assert str(typed_column(["1", "None"]).dtype) == "Int64"
     assert typed_column(["None", "-3.5"]).isna().tolist() == [True, False]
@@ -196,9 +260,12 @@ def test_table_mean_and_std_are_pandas_own(study):
             assert row[f"{m}_n"] == count.loc[key, m] == 3
     failed = table.stats[(table.stats["clip"] == "adaptive") & (table.stats["responsibility_weight"] == 10.0)]
     assert failed["failed"].tolist() == [1] and failed["runs"].tolist() == [4] and failed["n"].tolist() == [3]
-    assert list(table.stats.index) == ["clip=none, responsibility_weight=0", "clip=none, responsibility_weight=10",
-                                       "clip=adaptive, responsibility_weight=0",
-                                       "clip=adaptive, responsibility_weight=10"]
+    assert list(table.stats.index) == [
+        "clip=none, responsibility_weight=0",
+        "clip=none, responsibility_weight=10",
+        "clip=adaptive, responsibility_weight=0",
+        "clip=adaptive, responsibility_weight=10",
+    ]
 
 
 def test_baseline_comparison_finds_the_known_difference_only(study):
@@ -233,8 +300,9 @@ def test_welch_p_value_matches_the_formula():
 
 
 def test_best_is_marked_per_column_and_formats_agree(study):
-    table = build_table(study, metrics=["kl", "jsd", "sample_entropy_kl"],
-                        baseline="clip=none,responsibility_weight=10")
+    table = build_table(
+        study, metrics=["kl", "jsd", "sample_entropy_kl"], baseline="clip=none,responsibility_weight=10"
+    )
     assert table.baseline == "clip=none, responsibility_weight=10"
     assert table.best("kl") == ["clip=none, responsibility_weight=0", "clip=none, responsibility_weight=10"]
     assert table.best("sample_entropy_kl") == []  # no direction: nothing marked
@@ -253,14 +321,25 @@ def test_best_is_marked_per_column_and_formats_agree(study):
 
 def test_selection_rules_keep_the_papers_choice():
     rows = []
-    for prior, fids in (("standard", {0.0: (50.0, 52.0)}), ("mog", {0.0: (40.0, 44.0), 10.0: (35.0, 45.0),
-                                                                     100.0: (38.0, 39.0)})):
+    for prior, fids in (
+        ("standard", {0.0: (50.0, 52.0)}),
+        ("mog", {0.0: (40.0, 44.0), 10.0: (35.0, 45.0), 100.0: (38.0, 39.0)}),
+    ):
         for weight, values in fids.items():
             for seed, fid in enumerate(values):
-                rows.append({"prior": prior, "responsibility_weight": weight, "seed": seed, "state": "finished",
-                             "fid_gen": fid, "kl": 0.0})
-    rows.append({"prior": "mog", "responsibility_weight": 100.0, "seed": 2, "state": "failed", "fid_gen": np.nan,
-                 "kl": np.nan})
+                rows.append(
+                    {
+                        "prior": prior,
+                        "responsibility_weight": weight,
+                        "seed": seed,
+                        "state": "finished",
+                        "fid_gen": fid,
+                        "kl": 0.0,
+                    }
+                )
+    rows.append(
+        {"prior": "mog", "responsibility_weight": 100.0, "seed": 2, "state": "failed", "fid_gen": np.nan, "kl": np.nan}
+    )
     runs = pd.DataFrame(rows)
     kept, factors, note = tables.select_best(runs, ["prior", "responsibility_weight"], "lambda")
     assert factors == ["prior", "responsibility_weight"] and "lowest seed-mean fid_gen" in note
@@ -268,9 +347,12 @@ def test_selection_rules_keep_the_papers_choice():
     assert chosen["standard"].tolist() == [0.0] and chosen["mog"].tolist() == [100.0]  # 38.5 < 40 = 40 < 42
     assert (kept["state"] == "failed").sum() == 1  # the chosen λ's failure stays counted
 
-    beta = pd.DataFrame([{"model": m, "beta_kl": b, "seed": 0, "state": "finished", "kl": kl}
-                         for m, b, kl in (("vae", 0.1, 3.0), ("vae", 0.5, 2.0), ("sintro", 0.1, 1.0),
-                                          ("sintro", 0.5, 4.0))])
+    beta = pd.DataFrame(
+        [
+            {"model": m, "beta_kl": b, "seed": 0, "state": "finished", "kl": kl}
+            for m, b, kl in (("vae", 0.1, 3.0), ("vae", 0.5, 2.0), ("sintro", 0.1, 1.0), ("sintro", 0.5, 4.0))
+        ]
+    )
     kept, _, _ = tables.select_best(beta, ["model", "beta_kl"], "beta")
     assert dict(zip(kept["model"], kept["beta_kl"])) == {"vae": 0.5, "sintro": 0.1}
     with pytest.raises(ValueError, match="none of which this study varies"):
@@ -280,14 +362,28 @@ def test_selection_rules_keep_the_papers_choice():
 def test_report_writes_every_figure_and_counts_failures(study, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     index = write_report(study, tmp_path)
-    names = ["by_clip", "by_responsibility_weight", "heatmap_clip_x_responsibility_weight", "learning_curves",
-             "training_losses", "active_modes", "densities"]
+    names = [
+        "by_clip",
+        "by_responsibility_weight",
+        "heatmap_clip_x_responsibility_weight",
+        "learning_curves",
+        "training_losses",
+        "active_modes",
+        "densities",
+    ]
     for name in names:
         for suffix in (".png", ".pdf"):
             path = tmp_path / "figures" / f"{name}{suffix}"
             assert path.is_file() and path.stat().st_size > 1000, path
-    for name in ("runs.parquet", "history.parquet", "study.json", "ablation.md", "ablation_sem.tex",
-                 "ablation_std.tex", "ablation.csv"):
+    for name in (
+        "runs.parquet",
+        "history.parquet",
+        "study.json",
+        "ablation.md",
+        "ablation_sem.tex",
+        "ablation_std.tex",
+        "ablation.csv",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     text = index.read_text()
     assert "trials: 13 — finished 12, failed 1" in text
@@ -342,8 +438,16 @@ def image_ablation_runs(protocols=("clean",)) -> pd.DataFrame:
         for point in design(get("ablation_images"), "digits", "smoke", seeds=(0, 1)).grid_points():
             lam, k = point["responsibility_weight"], 100 if "K100" in point["variant"] else 10
             fd = 5.0 if point["variant"] == "standard" else 4.0 - lam / 100 - (2.0 if (k, lam) == (100, 10.0) else 0)
-            rows.append({**point, "protocol": protocol, "state": "finished", "autocast": "fp32",
-                         "fd_classifier_gen": fd + 0.1 * point["seed"], "precision": 0.5})
+            rows.append(
+                {
+                    **point,
+                    "protocol": protocol,
+                    "state": "finished",
+                    "autocast": "fp32",
+                    "fd_classifier_gen": fd + 0.1 * point["seed"],
+                    "precision": 0.5,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -356,9 +460,13 @@ def test_image_ablation_tables_select_lambda_by_fd_classifier_and_never_mix_prot
     assert len(chosen) == 9 and chosen["standard"].tolist() == [0.0]
     assert chosen["mog-K100-LC-IP"].tolist() == [10.0] and chosen["mog-K10"].tolist() == [100.0]
     assert tables.table_metrics(["fd_classifier_gen", "precision", "recall"], "digits") == [
-        "fd_classifier_gen", "precision", "recall"]
-    table = tables.ablation_table(kept, kept_factors, ["fd_classifier_gen", "precision"],
-                                  baseline={"variant": "standard"}, decimals=3)
+        "fd_classifier_gen",
+        "precision",
+        "recall",
+    ]
+    table = tables.ablation_table(
+        kept, kept_factors, ["fd_classifier_gen", "precision"], baseline={"variant": "standard"}, decimals=3
+    )
     assert len(table.stats) == 9 and table.best("precision") and "| precision ↑ |" in table.to_markdown()
     # narrowed grid: N(0,I) has no cell at λ > 0, the heatmap leaves those empty
     figures.heatmap(runs, "variant", "responsibility_weight", ["fd_classifier_gen"])
@@ -373,11 +481,24 @@ def test_image_ablation_tables_select_lambda_by_fd_classifier_and_never_mix_prot
 def test_table_shows_each_rows_betas_and_its_protocol():
     """Each configuration may run at its own betas (--betas-from): a β column per row (no β_neg for a VAE, which never
     plays the game), none where a β is a factor; one protocol per table, named in the caption, or a factor."""
-    rows = [{"variant": variant, "model": model, "beta_rec": rec, "beta_kl": kl_weight, "beta_neg": neg,
-             "protocol": "paper", "seed": seed, "state": "finished", "kl": 1.0 + seed}
-            for variant, model, (rec, kl_weight, neg) in (("vae-vamp", "vae", (0.8, 0.05, 0.9)),
-                                                          ("sintro-standard", "sintro", (0.2, 0.3, 0.6)))
-            for seed in range(2)]
+    rows = [
+        {
+            "variant": variant,
+            "model": model,
+            "beta_rec": rec,
+            "beta_kl": kl_weight,
+            "beta_neg": neg,
+            "protocol": "paper",
+            "seed": seed,
+            "state": "finished",
+            "kl": 1.0 + seed,
+        }
+        for variant, model, (rec, kl_weight, neg) in (
+            ("vae-vamp", "vae", (0.8, 0.05, 0.9)),
+            ("sintro-standard", "sintro", (0.2, 0.3, 0.6)),
+        )
+        for seed in range(2)
+    ]
     runs = pd.DataFrame(rows)
     table = tables.ablation_table(runs, ["variant"], ["kl"])
     betas = table.cells()["β (rec, kl, neg)"]

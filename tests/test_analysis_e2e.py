@@ -17,21 +17,53 @@ STUDY = "analysis-e2e"
 
 
 def test_study_to_report_and_notebook(tmp_path, monkeypatch):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MPLCONFIGDIR": str(tmp_path / "mpl"), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MPLCONFIGDIR": str(tmp_path / "mpl"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     # Two trials: clip none / adaptive at λ = 0, seed 0.
     study = subprocess.run(
-        [sys.executable, "-m", "study.run", "--space", "ablation_regularizers", "--budget", "smoke",
-         "--set", "responsibility_weight=0", "--seeds", "1", "--name", STUDY, "--tracking-uri", uri,
-         "--storage", str(tmp_path / "ray_results")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "study.run",
+            "--space",
+            "ablation_regularizers",
+            "--budget",
+            "smoke",
+            "--set",
+            "responsibility_weight=0",
+            "--seeds",
+            "1",
+            "--name",
+            STUDY,
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(tmp_path / "ray_results"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
     assert "trials finished: 2, failed: 0" in study.stdout
 
     out = tmp_path / "report"
-    report = subprocess.run([sys.executable, "-m", "analysis.report", "--study", STUDY, "--tracking-uri", uri,
-                             "--out", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis.report", "--study", STUDY, "--tracking-uri", uri, "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     assert f"report: {out / 'README.md'}" in report.stdout
 
@@ -51,11 +83,16 @@ def test_study_to_report_and_notebook(tmp_path, monkeypatch):
     assert_mlflow_holds_the_study(uri, runs)
 
     notebook = nbformat.read(ROOT / "notebooks" / "ablation.ipynb", as_version=4)
-    for key, value in {"PRIORSTUDY_TRACKING_URI": uri, "PRIORSTUDY_STUDY": STUDY, "MPLCONFIGDIR": str(tmp_path / "mpl"),
-                       "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+    for key, value in {
+        "PRIORSTUDY_TRACKING_URI": uri,
+        "PRIORSTUDY_STUDY": STUDY,
+        "MPLCONFIGDIR": str(tmp_path / "mpl"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
     printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
     assert "factors: ['clip']" in printed and "'finished': 2" in printed
 
@@ -85,7 +122,8 @@ def assert_mlflow_holds_the_study(uri: str, trials: pd.DataFrame) -> None:
         tags = run.data.tags
         assert tags["mlflow.source.name"] == "study.run"
         assert len(tags["mlflow.source.git.commit"]) == 40 and tags["git_commit"].startswith(
-            tags["mlflow.source.git.commit"])
+            tags["mlflow.source.git.commit"]
+        )
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/README.md", "report/ablation.csv", "report/runs.parquet", "report/figures"} <= logged

@@ -122,8 +122,9 @@ def literal_encoder_loss(game: Game, x: torch.Tensor, noise) -> torch.Tensor:
 
     mu, logvar = game.encoder(x)
     x_hat = game.decoder(mu + noise.z * torch.exp(0.5 * logvar))
-    loss_real = scale * (c.beta_kl * kl(mu, logvar, prior, noise.kl_real).mean()
-                         + c.beta_rec * reconstruction_error(x, x_hat).mean())
+    loss_real = scale * (
+        c.beta_kl * kl(mu, logvar, prior, noise.kl_real).mean() + c.beta_rec * reconstruction_error(x, x_hat).mean()
+    )
     x_fake = game.decoder(prior.draw(*noise.prior))
     mc = (None, None) if noise.kl_fake_rec is None else noise.kl_fake_rec.split(b)
     rec_f, kl_f = elbo_terms(x_fake, noise.z_fake_rec[:b], mc[0])

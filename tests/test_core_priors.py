@@ -142,7 +142,12 @@ def test_vamp_components_are_the_encoder_at_the_pseudo_inputs_and_images_are_squ
     vamp = VampPrior(encoder, data, z_dim=2, learnable_weights=False)
     mu, _logvar = encoder(data)
     torch.testing.assert_close(vamp.mixture().mu, mu)
-    image_vamp = VampPrior(lambda u: (u.flatten(1)[:, :2], u.flatten(1)[:, 2:4]), torch.randn(3, 1, 2, 2) * 3,
-                           z_dim=2, learnable_weights=False, squash=True)
+    image_vamp = VampPrior(
+        lambda u: (u.flatten(1)[:, :2], u.flatten(1)[:, 2:4]),
+        torch.randn(3, 1, 2, 2) * 3,
+        z_dim=2,
+        learnable_weights=False,
+        squash=True,
+    )
     inputs = image_vamp.inputs()
     assert inputs.shape == (3, 1, 2, 2) and inputs.min() >= 0 and inputs.max() <= 1

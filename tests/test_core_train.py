@@ -22,8 +22,19 @@ def test_reports_every_eval_and_final_has_all_metrics(tmp_path):
     final = train(smoke(), on_report=reports.append, out_dir=tmp_path)
     assert [r["iteration"] for r in reports] == [10, 20, 30, 40, 50, 60]
     assert reports[-1]["done"] and not reports[0]["done"]
-    for key in ("loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake", "kl", "jsd", "gnelbo", "active_modes",
-                "near_mode", "modes_covered"):
+    for key in (
+        "loss_encoder",
+        "loss_decoder",
+        "rec",
+        "kl_real",
+        "kl_fake",
+        "kl",
+        "jsd",
+        "gnelbo",
+        "active_modes",
+        "near_mode",
+        "modes_covered",
+    ):
         assert key in final and np.isfinite(final[key]), key
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["config"]["prior"] == "vamp_to_mog" and saved["kl"] == pytest.approx(final["kl"])
@@ -38,8 +49,9 @@ def test_resumed_run_ends_with_the_same_parameters(resume_at):
     states = {}
     train(config, on_checkpoint=lambda s: states.__setitem__(s["unit"], s), checkpoint_every=5)
     resumed = {}
-    train(config, resume=states[resume_at], on_checkpoint=lambda s: resumed.__setitem__(s["unit"], s),
-          checkpoint_every=5)
+    train(
+        config, resume=states[resume_at], on_checkpoint=lambda s: resumed.__setitem__(s["unit"], s), checkpoint_every=5
+    )
     full, again = states[60]["game"], resumed[60]["game"]
     for player in ("encoder", "decoder", "prior"):
         for name, value in full[player].items():
@@ -95,17 +107,32 @@ def test_loss_monitor_names_the_first_bad_step_and_loss():
 
 
 def test_cli_rejects_bad_value_with_exit_code_2():
-    result = subprocess.run([sys.executable, "-m", "core", "--budget", "smoke", "--clip", "hard"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "--budget", "smoke", "--clip", "hard"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "unknown clip 'hard' (expected: none, adaptive, fixed)" in result.stderr
 
 
 def test_cli_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "core", "--budget", "smoke", "--out", str(out),
-                             "--set", "responsibility_weight=1", "--learnable-weights", "false"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "--budget",
+            "smoke",
+            "--out",
+            str(out),
+            "--set",
+            "responsibility_weight=1",
+            "--learnable-weights",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["responsibility_weight"] == 1 and config["learnable_weights"] is False
@@ -116,8 +143,17 @@ def test_short_training_on_8gaussians_learns_all_eight_modes(tmp_path):
     from core.game import Game
     from core.task import make_task
 
-    config = resolve_config("8gaussians", "quick", prior="vamp_to_mog", iterations=1200, warmup=400,
-                            batch_size=256, mc_samples=10, eval_every=1200, lr_milestones=[800])
+    config = resolve_config(
+        "8gaussians",
+        "quick",
+        prior="vamp_to_mog",
+        iterations=1200,
+        warmup=400,
+        batch_size=256,
+        mc_samples=10,
+        eval_every=1200,
+        lr_milestones=[800],
+    )
     torch.manual_seed(config.seed)
     task = make_task(config, torch.device("cpu"))
     untrained_kl = task.evaluate(Game(config, task, torch.device("cpu")), final=False)["kl"]

@@ -100,8 +100,9 @@ def test_mlflow_server_runs_on_postgres_with_a_proxied_shared_artifact_store():
     assert cmd[:2] == ["mlflow", "server"]
     params = click_params(mlflow.cli.server, "server", cmd[2:])
     env = SERVICES["postgres"]["environment"]
-    assert params["backend_store_uri"] == (f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
-                                           f"@postgres:5432/{env['POSTGRES_DB']}")
+    assert params["backend_store_uri"] == (
+        f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}"
+    )
     assert params["serve_artifacts"] and params["artifacts_destination"] == "/mlartifacts"
     assert "mlartifacts:/mlartifacts" in SERVICES["mlflow"]["volumes"]
     assert params["host"] == "0.0.0.0" and published("mlflow", params["port"])

@@ -160,8 +160,20 @@ def short_training(seed: int) -> dict:
     """Warm-up at a high learning rate (the VAE learns 8gaussians in ~100 iterations), lowered before the VampPrior
     becomes a MoG (fresh Adam moments at a high rate would wreck it), then a short game."""
     config = resolve_config(
-        "8gaussians", "smoke", seed=seed, iterations=160, warmup=110, mog_warmup=20, eval_every=160,
-        eval_samples=5000, lr=2e-3, prior_lr=2e-3, lr_milestones=[85], beta_rec=1.0, beta_kl=0.05, beta_neg=0.1,
+        "8gaussians",
+        "smoke",
+        seed=seed,
+        iterations=160,
+        warmup=110,
+        mog_warmup=20,
+        eval_every=160,
+        eval_samples=5000,
+        lr=2e-3,
+        prior_lr=2e-3,
+        lr_milestones=[85],
+        beta_rec=1.0,
+        beta_kl=0.05,
+        beta_neg=0.1,
     )
     return train(config)
 

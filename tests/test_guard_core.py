@@ -53,8 +53,11 @@ def finished_run(tmp_path_factory) -> dict:
     leaves it (checkpoint.pt, now at its end), with its checkpoint of iteration 10 and its final state."""
     out = tmp_path_factory.mktemp("finished")
     states = {}
-    train(resolve_config("8gaussians", "smoke", **SHORT), on_checkpoint=lambda s: states.__setitem__(s["unit"], s),
-          out_dir=out)
+    train(
+        resolve_config("8gaussians", "smoke", **SHORT),
+        on_checkpoint=lambda s: states.__setitem__(s["unit"], s),
+        out_dir=out,
+    )
     save_checkpoint(states[10], out / "at-10.pt")
     return {"checkpoint": out / "checkpoint.pt", "at_10": out / "at-10.pt", "final": states[20]}
 
@@ -72,8 +75,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_in_it_runs(tmp_
     hostile = hostile_checkpoint(tmp_path / "checkpoint.pt", marker)
     assert main(["--resume", str(hostile), "--out", str(tmp_path / "run")]) == 2
     line = error_line(capsys)
-    assert line.startswith(f"error: {hostile} is not a priorstudy checkpoint: it contains a reference to "
-                           "io.open, which is not plain data"), line
+    assert line.startswith(
+        f"error: {hostile} is not a priorstudy checkpoint: it contains a reference to io.open, which is not plain data"
+    ), line
     assert not marker.exists() and not (tmp_path / "run").exists()
     torch.load(hostile, weights_only=False)  # the file is live: an unguarded load runs it
     assert marker.exists()
@@ -161,8 +165,26 @@ def test_a_resume_refuses_flags_that_would_change_its_run(finished_run, capsys):
 
 def test_a_resume_accepts_the_flags_of_its_own_run_and_where_it_runs(finished_run, tmp_path, capsys):
     out = tmp_path / "again"
-    argv = ["--resume", str(finished_run["checkpoint"]), "--budget", "smoke", "--iterations", "20", "--warmup", "10",
-            "--mog-warmup", "5", "--set", "eval_every=10", "--device", "cpu", "--threads", "1", "--out", str(out)]
+    argv = [
+        "--resume",
+        str(finished_run["checkpoint"]),
+        "--budget",
+        "smoke",
+        "--iterations",
+        "20",
+        "--warmup",
+        "10",
+        "--mog-warmup",
+        "5",
+        "--set",
+        "eval_every=10",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["iteration"] == 20
     assert load_checkpoint(out / "checkpoint.pt")["config"]["device"] == "cpu"
@@ -194,9 +216,22 @@ def test_a_file_that_is_not_the_inception_weights_fails_before_any_training(tmp_
     line = error_line(capsys)
     assert line.startswith(f"error: {expected}") and reason in line, line
     assert not out.exists()
-    code = study_main(["--storage", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db",
-                       "--space", "ablation_images", "--dataset", "digits", "--budget", "smoke",
-                       "--inception-weights", str(weights)])
+    code = study_main(
+        [
+            "--storage",
+            str(tmp_path / "ray_results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlruns.db",
+            "--space",
+            "ablation_images",
+            "--dataset",
+            "digits",
+            "--budget",
+            "smoke",
+            "--inception-weights",
+            str(weights),
+        ]
+    )
     line = error_line(capsys)
     assert code == 2 and line.startswith(f"error: {expected}") and reason in line, line
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlruns.db").exists()
@@ -225,10 +260,30 @@ def test_ctrl_c_that_lands_in_a_finalizer_still_stops_at_the_next_report():
 def test_ctrl_c_exits_130_with_the_resume_command_and_that_resume_finishes(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen([sys.executable, "-m", "core", "--budget", "smoke", "--iterations", "300", "--warmup", "300",
-                            "--eval-every", "50",
-                            "--threads", "1", "--out", str(out)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "--budget",
+            "smoke",
+            "--iterations",
+            "300",
+            "--warmup",
+            "300",
+            "--eval-every",
+            "50",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists():  # the first one comes at iteration 50 of 300
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
@@ -242,7 +297,8 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_that_resume_finishes(tmp_p
     # Python prints (and drops) a KeyboardInterrupt that lands in a finalizer; _CtrlC raises it again, no crash
     crash = re.sub(r"Exception ignored in.*?KeyboardInterrupt", "", err, flags=re.S)
     assert "Traceback" not in crash and not (out / "checkpoint.pt.tmp").exists()
-    resumed = subprocess.run([sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, env=env,
-                             timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, env=env, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "metrics.json").read_text())["iteration"] == 300

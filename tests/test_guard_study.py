@@ -44,15 +44,23 @@ def assert_nothing_left(tmp_path: Path) -> None:
     assert not (tmp_path / "mlartifacts").exists()
 
 
-@pytest.mark.parametrize(("args", "first"), [
-    (["--tracking-uri", "garbage://x"], "error: tracking URI garbage://x: MLflow has no store for scheme 'garbage'"),
-    (["--tracking-uri", "postgresql://u@h/db"],
-     "error: tracking URI postgresql://u@h/db needs the database driver psycopg (No module named 'psycopg'); "
-     "install it (PostgreSQL: pip install -e '.[cluster]')"),
-    (["--tracking-uri", "sqlite:////sys/x.db"], "error: tracking URI sqlite:////sys/x.db: cannot write in /sys"),
-    (["--storage", "/sys/x"], "error: --storage /sys/x: cannot write in /sys"),
-    (["--max-failures", "-5"], "error: --max-failures -5 must be at least 0"),
-])
+@pytest.mark.parametrize(
+    ("args", "first"),
+    [
+        (
+            ["--tracking-uri", "garbage://x"],
+            "error: tracking URI garbage://x: MLflow has no store for scheme 'garbage'",
+        ),
+        (
+            ["--tracking-uri", "postgresql://u@h/db"],
+            "error: tracking URI postgresql://u@h/db needs the database driver psycopg (No module named 'psycopg'); "
+            "install it (PostgreSQL: pip install -e '.[cluster]')",
+        ),
+        (["--tracking-uri", "sqlite:////sys/x.db"], "error: tracking URI sqlite:////sys/x.db: cannot write in /sys"),
+        (["--storage", "/sys/x"], "error: --storage /sys/x: cannot write in /sys"),
+        (["--max-failures", "-5"], "error: --max-failures -5 must be at least 0"),
+    ],
+)
 def test_an_unusable_store_or_value_fails_in_seconds_and_leaves_nothing(tmp_path, capsys, args, first):
     start = time.perf_counter()
     code, _, err = run_cli(tmp_path, capsys, "--space", "learnable_prior", "--budget", "smoke", *args)
@@ -74,19 +82,31 @@ def test_a_misspelled_space_or_key_gets_a_suggestion_and_internal_keys_stay_hidd
     assert_nothing_left(tmp_path)
 
 
-@pytest.mark.parametrize(("space", "dataset", "seeds"), [("ablation_regularizers", "8gaussians", "0,1"),
-                                                         ("ablation_images", "digits", "0,1")])
+@pytest.mark.parametrize(
+    ("space", "dataset", "seeds"),
+    [("ablation_regularizers", "8gaussians", "0,1"), ("ablation_images", "digits", "0,1")],
+)
 def test_dry_run_numbers_trials_as_tune_does(tmp_path, capsys, space, dataset, seeds):
     """Tune's BasicVariantGenerator on the study's own param_space (and the preset points of a narrowed grid)."""
-    code, out, _ = run_cli(tmp_path, capsys, "--space", space, "--dataset", dataset, "--budget", "smoke", "--seeds",
-                           seeds, "--dry-run")
+    code, out, _ = run_cli(
+        tmp_path, capsys, "--space", space, "--dataset", dataset, "--budget", "smoke", "--seeds", seeds, "--dry-run"
+    )
     assert code == 0
     listed = [line.split(": ", 1)[1].split("  ->")[0] for line in out.splitlines() if line.startswith("  trial ")]
     d = design(get(space), dataset, "smoke", seeds=tuple(int(s) for s in seeds.split(",")))
     presets = d.preset_points()
     generator = BasicVariantGenerator(points_to_evaluate=presets)
-    generator.add_configurations([Experiment("order", lambda config: None, config=d.param_space(),
-                                             num_samples=len(presets or [None]), storage_path=str(tmp_path))])
+    generator.add_configurations(
+        [
+            Experiment(
+                "order",
+                lambda config: None,
+                config=d.param_space(),
+                num_samples=len(presets or [None]),
+                storage_path=str(tmp_path),
+            )
+        ]
+    )
     tune_order = []
     while (trial := generator.next_trial()) is not None:
         tune_order.append(", ".join(f"{k}={trial.config[k]}" for k in d.grid_points()[0]))
@@ -138,26 +158,58 @@ def auth_server():
 
 
 def test_credentials_in_the_tracking_uri_are_never_shown_or_saved_and_resume_takes_them_from_mlflows_variables(
-        tmp_path, capsys, monkeypatch, auth_server):
+    tmp_path, capsys, monkeypatch, auth_server
+):
     for var in CREDENTIAL_VARS:
         monkeypatch.delenv(var, raising=False)
     storage = ["--storage", str(tmp_path / "ray_results")]
     port = auth_server.rsplit(":", 1)[1]
-    code, _, err = run_cli(tmp_path, capsys, "--space", "learnable_prior", "--tracking-uri",
-                           f"http://user:{SECRET}@localhost:{port}", tracking=False)
+    code, _, err = run_cli(
+        tmp_path,
+        capsys,
+        "--space",
+        "learnable_prior",
+        "--tracking-uri",
+        f"http://user:{SECRET}@localhost:{port}",
+        tracking=False,
+    )
     assert code == 2 and SECRET not in err
-    assert_one_error_line(err, f"error: MLflow server at http://user:***@localhost:{port} refused the request (HTTP "
-                               '403: {"message": "Invalid Host header"}): the user may not read experiments, or the '
-                               "server does not accept this host name")
-    code, _, err = run_cli(tmp_path, capsys, "--space", "learnable_prior", "--tracking-uri",
-                           f"http://user:wrong-{SECRET}@{auth_server}", tracking=False)
+    assert_one_error_line(
+        err,
+        f"error: MLflow server at http://user:***@localhost:{port} refused the request (HTTP "
+        '403: {"message": "Invalid Host header"}): the user may not read experiments, or the '
+        "server does not accept this host name",
+    )
+    code, _, err = run_cli(
+        tmp_path,
+        capsys,
+        "--space",
+        "learnable_prior",
+        "--tracking-uri",
+        f"http://user:wrong-{SECRET}@{auth_server}",
+        tracking=False,
+    )
     assert code == 2 and "wrong" not in err and SECRET not in err
-    assert_one_error_line(err, f"error: MLflow server at http://user:***@{auth_server} refused the credentials (HTTP "
-                               "401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    assert_one_error_line(
+        err,
+        f"error: MLflow server at http://user:***@{auth_server} refused the credentials (HTTP "
+        "401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+    )
     assert_nothing_left(tmp_path)
 
-    args = build_parser().parse_args(["--space", "learnable_prior", "--budget", "smoke", "--name", "auth", *storage,
-                                      "--tracking-uri", f"http://user:{SECRET}@{auth_server}"])
+    args = build_parser().parse_args(
+        [
+            "--space",
+            "learnable_prior",
+            "--budget",
+            "smoke",
+            "--name",
+            "auth",
+            *storage,
+            "--tracking-uri",
+            f"http://user:{SECRET}@{auth_server}",
+        ]
+    )
     d, name, path = prepare(args)
     study = open_study(args, d, name, path, check_study(args, name, path))
     saved = path.read_text("study.json")
@@ -190,9 +242,22 @@ def test_a_database_password_is_refused_and_never_shown(monkeypatch):
 
 
 def test_resume_reads_space_dataset_and_budget_from_the_study(tmp_path, capsys):
-    args = build_parser().parse_args(["--space", "learnable_prior", "--dataset", "rings", "--budget", "smoke",
-                                      "--name", "mine", "--storage", str(tmp_path / "ray_results"),
-                                      "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db"])
+    args = build_parser().parse_args(
+        [
+            "--space",
+            "learnable_prior",
+            "--dataset",
+            "rings",
+            "--budget",
+            "smoke",
+            "--name",
+            "mine",
+            "--storage",
+            str(tmp_path / "ray_results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlruns.db",
+        ]
+    )
     d, name, path = prepare(args)
     open_study(args, d, name, path, check_study(args, name, path))
     code, _, err = run_cli(tmp_path, capsys, "--resume", "--name", "mine")  # no --space, --dataset, --budget
@@ -202,10 +267,15 @@ def test_resume_reads_space_dataset_and_budget_from_the_study(tmp_path, capsys):
 def test_exit_code_and_summary_name_the_failed_trials(tmp_path):
     d = design(get("learnable_prior"), "8gaussians", "smoke", seeds=(0,))  # the two trials below
     error = RuntimeError("training diverged at iteration 3: loss_encoder = nan\nmore")
-    ok = SimpleNamespace(error=None, metrics={"kl": 2.0, "done": True}, config={"variant": "standard", "seed": 0},
-                         path="/r/train_trial_a_00000")
-    bad = SimpleNamespace(error=error, metrics={}, config={"variant": "learnable", "seed": 0},
-                          path="/r/train_trial_a_00001")
+    ok = SimpleNamespace(
+        error=None,
+        metrics={"kl": 2.0, "done": True},
+        config={"variant": "standard", "seed": 0},
+        path="/r/train_trial_a_00000",
+    )
+    bad = SimpleNamespace(
+        error=error, metrics={}, config={"variant": "learnable", "seed": 0}, path="/r/train_trial_a_00001"
+    )
     assert exit_code([ok, ok]) == 0 and exit_code([ok, bad]) == 4 and exit_code([bad, bad]) == 3
     text = summarize([ok, bad], d, {"name": "s", "tracking_uri": "sqlite:///x.db"}, tmp_path)
     assert "trials finished: 1, failed: 1" in text
@@ -217,8 +287,9 @@ def test_summary_counts_trials_asha_stopped_apart_and_does_not_rank_them(tmp_pat
     d = design(get("betas"), "8gaussians", "smoke", samples=2)  # smoke: 60 iterations
     point = {"seed": 0, "beta_rec": 0.5, "beta_kl": 0.2, "beta_neg_multiple": 2}
     done = SimpleNamespace(error=None, metrics={"kl": 9.0, "iteration": 60}, config=point, path="/r/t_0")
-    cut = SimpleNamespace(error=None, metrics={"kl": 1.0, "iteration": 20}, config={**point, "beta_kl": 0.9},
-                          path="/r/t_1")
+    cut = SimpleNamespace(
+        error=None, metrics={"kl": 1.0, "iteration": 20}, config={**point, "beta_kl": 0.9}, path="/r/t_1"
+    )
     text = summarize([done, cut], d, {"name": "s", "tracking_uri": "sqlite:///x.db", "study_id": "i"}, tmp_path)
     assert "trials finished: 1, failed: 0, stopped early by ASHA: 1;" in text
     assert "kl 9 (std 0, n=1)" in text and "kl 1 " not in text
@@ -242,8 +313,20 @@ def test_a_gpu_the_cluster_lacks_is_refused_before_the_study_is_written(cpu_ray,
 
 
 def test_a_study_where_no_trial_finishes_exits_3_naming_why(cpu_ray, tmp_path, capsys):
-    code, out, _ = run_cli(tmp_path, capsys, "--space", "learnable_prior", "--budget", "smoke", "--seeds", "1",
-                           "--set", "variant=learnable", "--set", "lr=1e6")
+    code, out, _ = run_cli(
+        tmp_path,
+        capsys,
+        "--space",
+        "learnable_prior",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "1",
+        "--set",
+        "variant=learnable",
+        "--set",
+        "lr=1e6",
+    )
     assert code == 3, out[-3000:]
     assert "trials finished: 0, failed: 1" in out
     failed = out.split("failed trials:\n", 1)[1].splitlines()[0]

@@ -44,8 +44,12 @@ def test_a_local_study_ray_refuses_a_process_without_its_token(tmp_path):
         stranger.update(HOME=str(tmp_path), RAY_gcs_server_port_wait_time_s="2")  # gives up in 2 s, not 20
         with_token = dict(os.environ)
         assert "RAY_AUTH_TOKEN_PATH" in with_token or "RAY_AUTH_TOKEN" in with_token  # tests/conftest.py
-        children = [subprocess.Popen([sys.executable, "-c", probe], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True) for env in (stranger, with_token)]
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", probe], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            for env in (stranger, with_token)
+        ]
         outputs = [child.communicate(timeout=180)[0] for child in children]
     finally:
         ray.shutdown()
@@ -70,9 +74,19 @@ def study_folder(storage: Path, name: str, last_driver: dict, workers: list[dict
     """A study's record as study.run writes it, and the record of its last run's processes."""
     folder = storage / name
     folder.mkdir(parents=True)
-    (folder / "study.json").write_text(json.dumps({
-        "space": "ablation_regularizers", "dataset": "8gaussians", "budget": "smoke", "seeds": [0], "samples": None,
-        "overrides": {}, "study": {}}))
+    (folder / "study.json").write_text(
+        json.dumps(
+            {
+                "space": "ablation_regularizers",
+                "dataset": "8gaussians",
+                "budget": "smoke",
+                "seeds": [0],
+                "samples": None,
+                "overrides": {},
+                "study": {},
+            }
+        )
+    )
     driver.write(StudyFolder.of(storage, name), last_driver, workers)
     return folder
 
@@ -92,8 +106,10 @@ def test_resume_refuses_while_the_last_run_lives(tmp_path, monkeypatch, capsys):
         code = main(["--resume", "--name", "s", "--space", "ablation_regularizers", "--storage", str(tmp_path)])
         err = capsys.readouterr().err
         assert code == 2
-        assert err.startswith(f"error: study 's' still has live processes from its run by PID {old_driver.pid} "
-                              "(started 2026-12-03T14:11:49 on vm)"), err
+        assert err.startswith(
+            f"error: study 's' still has live processes from its run by PID {old_driver.pid} "
+            "(started 2026-12-03T14:11:49 on vm)"
+        ), err
         assert f"driver {old_driver.pid}, trial worker {old_worker.pid}; " in err
         assert err.rstrip().endswith(f"kill -9 {old_driver.pid} {old_worker.pid}") and str(ended.pid) not in err
     finally:
@@ -118,8 +134,14 @@ def test_a_trial_whose_driver_is_gone_stops_before_it_writes(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
     code = ORPHAN.format(alive=os.getpid(), gone=gone.pid)
-    child = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                           capture_output=True, text=True, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert child.returncode == 1, child.stdout + child.stderr
     assert child.stdout.splitlines() == ["driver alive: wrote"]
     assert f"the study's driver (PID {gone.pid}) is gone; this trial stops without writing" in child.stderr
@@ -129,10 +151,18 @@ def test_an_interrupted_study_ranks_only_its_finished_trials_and_exits_130(tmp_p
     """After Ctrl-C, Tune's results hold a finished trial, a running one and not the trials it had not created: the
     summary ranks the first only, and exit_code and the resume command say what to do."""
     d = design(get("learnable_prior"), "8gaussians", "smoke", seeds=(0, 1))  # 4 trials
-    finished = SimpleNamespace(error=None, metrics={"kl": 2.0, "iteration": 60, "done": True},
-                               config={"variant": "standard", "seed": 0}, path="/r/train_trial_a_00000")
-    running = SimpleNamespace(error=None, metrics={"kl": 9.0, "iteration": 20, "done": False},
-                              config={"variant": "learnable", "seed": 0}, path="/r/train_trial_a_00001")
+    finished = SimpleNamespace(
+        error=None,
+        metrics={"kl": 2.0, "iteration": 60, "done": True},
+        config={"variant": "standard", "seed": 0},
+        path="/r/train_trial_a_00000",
+    )
+    running = SimpleNamespace(
+        error=None,
+        metrics={"kl": 9.0, "iteration": 20, "done": False},
+        config={"variant": "learnable", "seed": 0},
+        path="/r/train_trial_a_00001",
+    )
     results, interrupted = [finished, running], {"train_trial_a_00001"}  # the folder of a trial left RUNNING
     assert exit_code(results, d.trial_count, interrupted) == 130 and exit_code([finished], d.trial_count) == 130
     assert exit_code([finished] * 4, d.trial_count) == 0
@@ -141,6 +171,15 @@ def test_an_interrupted_study_ranks_only_its_finished_trials_and_exits_130(tmp_p
     assert "n=1)  variant=standard" in text and "variant=learnable" not in text and "kl 9" not in text
     assert "  train_trial_a_00001: at iteration 20" in text
     args = build_parser().parse_args(["--space", "learnable_prior", "--storage", "results", "--gpus-per-trial", "0.5"])
-    assert shlex.split(resume_command(args, "s")) == ["python", "-m", "study.run", "--resume", "--name", "s",
-                                                      "--storage", str(Path("results").resolve()),
-                                                      "--gpus-per-trial", "0.5"]
+    assert shlex.split(resume_command(args, "s")) == [
+        "python",
+        "-m",
+        "study.run",
+        "--resume",
+        "--name",
+        "s",
+        "--storage",
+        str(Path("results").resolve()),
+        "--gpus-per-trial",
+        "0.5",
+    ]

@@ -36,8 +36,13 @@ def digits_run(tmp_path_factory):
     task = ImageTask(config, CPU)
     untrained = task.evaluate(Game(config, task, CPU), final=False)
     reports, states = [], {}
-    final = train(config, on_report=reports.append, on_checkpoint=lambda s: states.__setitem__(s["unit"], s),
-                  checkpoint_every=1, out_dir=out)
+    final = train(
+        config,
+        on_report=reports.append,
+        on_checkpoint=lambda s: states.__setitem__(s["unit"], s),
+        checkpoint_every=1,
+        out_dir=out,
+    )
     return {"out": out, "untrained": untrained, "reports": reports, "states": states, "final": final}
 
 
@@ -46,8 +51,19 @@ def test_digits_training_learns_and_reports_every_image_metric(digits_run):
     assert [r["epoch"] for r in reports] == [1, 2] and not reports[0]["in_game"] and reports[1]["in_game"]
     assert reports[1]["rec"] < reports[0]["rec"]
     assert final["rec_test"] < 0.8 * digits_run["untrained"]["rec_test"]
-    for key in ("loss_encoder", "loss_decoder", "rec", "kl_real", "kl_fake", "rec_test", "active_modes",
-                "fd_classifier_gen", "fd_classifier_rec", "classifier_test_accuracy", *IMAGE_METRICS):
+    for key in (
+        "loss_encoder",
+        "loss_decoder",
+        "rec",
+        "kl_real",
+        "kl_fake",
+        "rec_test",
+        "active_modes",
+        "fd_classifier_gen",
+        "fd_classifier_rec",
+        "classifier_test_accuracy",
+        *IMAGE_METRICS,
+    ):
         assert key in final and math.isfinite(final[key]), key
     assert "fid_gen" not in final and "fid_rec" not in final  # no Inception weights: never called FID
     assert 0 <= final["precision"] <= 1 and 0 <= final["recall"] <= 1 and 0 <= final["assignment_entropy"] <= 1
@@ -71,8 +87,12 @@ def _assert_same_parameters(state_a, state_b):
 
 def test_resume_after_the_first_epoch_is_exact(digits_run):
     resumed = {}
-    train(smoke(), resume=digits_run["states"][1], on_checkpoint=lambda s: resumed.__setitem__(s["unit"], s),
-          checkpoint_every=1)
+    train(
+        smoke(),
+        resume=digits_run["states"][1],
+        on_checkpoint=lambda s: resumed.__setitem__(s["unit"], s),
+        checkpoint_every=1,
+    )
     _assert_same_parameters(digits_run["states"][2], resumed[2])
 
 
@@ -157,14 +177,22 @@ def test_cli_trains_digits_and_writes_the_run_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(saved["fd_classifier_gen"]) and saved["config"]["epochs"] == 2
-    assert {p.name for p in out.iterdir()} >= {"metrics.json", "samples.png", "reconstructions.png", "figure.png",
-                                               "checkpoint.pt"}
+    assert {p.name for p in out.iterdir()} >= {
+        "metrics.json",
+        "samples.png",
+        "reconstructions.png",
+        "figure.png",
+        "checkpoint.pt",
+    }
 
 
 def test_cli_names_the_missing_data_folder(tmp_path):
     missing = tmp_path / "no-data"
-    result = subprocess.run([sys.executable, "-m", "core", "--dataset", "fmnist", "--budget", "smoke", "--data-dir",
-                             str(missing)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "--dataset", "fmnist", "--budget", "smoke", "--data-dir", str(missing)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert str(missing / "FashionMNIST" / "raw") in result.stderr and "--download" in result.stderr
     assert "Traceback" not in result.stderr

@@ -12,14 +12,16 @@ from core.linear import ONEDNN, Linear, linear, uses_onednn
 @pytest.mark.parametrize(("n", "n_in", "n_out"), [(512, 2, 256), (1024, 256, 256), (512, 256, 4), (1, 3, 5)])
 def test_values_and_gradients_equal_f_linear(n, n_in, n_out):
     generator = torch.Generator().manual_seed(n + n_in + n_out)
-    x, weight, bias = (torch.randn(*shape, generator=generator).requires_grad_()
-                       for shape in ((n, n_in), (n_out, n_in), (n_out,)))
+    x, weight, bias = (
+        torch.randn(*shape, generator=generator).requires_grad_() for shape in ((n, n_in), (n_out, n_in), (n_out,))
+    )
     assert uses_onednn(x, weight)
     upstream = torch.randn(n, n_out, generator=generator)
     fast, plain = linear(x, weight, bias), F.linear(x, weight, bias)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-4)  # sums of 256 products of size ~1
-    for got, want in zip(torch.autograd.grad(fast, (x, weight, bias), upstream),
-                         torch.autograd.grad(plain, (x, weight, bias), upstream)):
+    for got, want in zip(
+        torch.autograd.grad(fast, (x, weight, bias), upstream), torch.autograd.grad(plain, (x, weight, bias), upstream)
+    ):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
 

@@ -20,6 +20,9 @@ def test_an_fid_without_inception_weights_is_named_fd_classifier_everywhere():
     assert metric_names.as_measured("fid_gen", ["fd_classifier_gen"]) == "fd_classifier_gen"
     assert metric_names.as_measured("fid_gen", ["fid_gen", "fd_classifier_gen"]) == "fid_gen"
     assert tables.table_metrics(["fd_classifier_gen", "fd_classifier_rec", "recall"], "mnist") == [
-        "fd_classifier_gen", "fd_classifier_rec", "recall"]
+        "fd_classifier_gen",
+        "fd_classifier_rec",
+        "recall",
+    ]
     assert tables.metric_header("gnelbo") == "gnelbo (×1e7) ↓" and tables.metric_header("recall") == "recall ↑"
     assert tables.metric_header("sample_entropy_kl") == "sample_entropy_kl"

@@ -29,10 +29,30 @@ def have_chromium() -> bool:
 @pytest.mark.skipif(not have_chromium(), reason="no chromium: scripts/test-deps.sh could not install it here")
 def test_study_parent_run_and_nested_trials_appear_in_the_mlflow_ui(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    study = subprocess.run([sys.executable, "-m", "study.run", "--space", "learnable_prior", "--budget", "smoke",
-                            "--seeds", "1", "--tracking-uri", uri, "--storage", str(tmp_path / "ray_results"),
-                            "--name", "ui"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    study = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study.run",
+            "--space",
+            "learnable_prior",
+            "--budget",
+            "smoke",
+            "--seeds",
+            "1",
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(tmp_path / "ray_results"),
+            "--name",
+            "ui",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
     printed = re.search(r"open http://127\.0\.0\.1:5000(\S+)", study.stdout).group(1)
 

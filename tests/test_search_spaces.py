@@ -14,8 +14,16 @@ from core.config import BUDGETS, IMAGE_DATASETS, TOY_DATASETS
 from search_spaces import SPACES, SpaceError, design, get
 from search_spaces.space import SearchSpace, resolve_trial
 
-REQUIRED = ("learnable_prior", "ablation_regularizers", "ablation_priors", "betas", "betas_grid",
-            "mixture_components", "clipping", "ablation_images")
+REQUIRED = (
+    "learnable_prior",
+    "ablation_regularizers",
+    "ablation_priors",
+    "betas",
+    "betas_grid",
+    "mixture_components",
+    "clipping",
+    "ablation_images",
+)
 
 
 def test_registry_holds_the_required_spaces_and_names_the_known_ones_on_a_typo():
@@ -45,7 +53,8 @@ def test_ablation_regularizers_crosses_clipping_and_lambda_with_seeds():
     configs = d.validate()
     assert d.trial_count == len(configs) == 2 * 4 * 3
     assert {(c.clip, c.responsibility_weight, c.seed) for c in configs} == {
-        (clip, lam, seed) for clip in ("none", "adaptive") for lam in (0.0, 1.0, 10.0, 100.0) for seed in (0, 1, 2)}
+        (clip, lam, seed) for clip in ("none", "adaptive") for lam in (0.0, 1.0, 10.0, 100.0) for seed in (0, 1, 2)
+    }
     assert all(c.prior == "vamp_to_mog" and c.learnable_weights and c.prior_in_game for c in configs)
     grid = d.param_space()
     assert grid["seed"] == tune.grid_search([0, 1, 2]) and grid["clip"] == tune.grid_search(["none", "adaptive"])
@@ -54,8 +63,11 @@ def test_ablation_regularizers_crosses_clipping_and_lambda_with_seeds():
 def test_ablation_priors_is_the_papers_table_of_eight_configurations():
     configs = design(get("ablation_priors"), "2spirals", "paper").validate()
     assert len(configs) == 8 * 5 and {c.seed for c in configs} == set(range(5))
-    rows = {(c.model, c.prior, c.num_components, c.learnable_weights, c.prior_in_game, c.converts_to_mog,
-             c.clip_active) for c in configs if c.seed == 0}
+    rows = {
+        (c.model, c.prior, c.num_components, c.learnable_weights, c.prior_in_game, c.converts_to_mog, c.clip_active)
+        for c in configs
+        if c.seed == 0
+    }
     assert len(rows) == 8
     vae = [c for c in configs if c.model == "vae"]
     assert all(c.warmup == c.iterations and not c.converts_to_mog for c in vae)  # never converted to a MoG
@@ -102,13 +114,20 @@ def test_ablation_images_is_the_papers_image_grid_with_standard_at_lambda_0_only
     d = design(get("ablation_images"), "cifar10", "paper")
     configs = d.validate()
     assert d.trial_count == len(configs) == (1 + 2 * 2 * 2 * 4) * 3 and {c.seed for c in configs} == {0, 1, 2}
-    rows = {(c.prior, c.num_components, c.learnable_weights, c.prior_in_game, c.responsibility_weight)
-            for c in configs if c.seed == 0}
+    rows = {
+        (c.prior, c.num_components, c.learnable_weights, c.prior_in_game, c.responsibility_weight)
+        for c in configs
+        if c.seed == 0
+    }
     assert len(rows) == 33
     assert {r for r in rows if r[0] == "standard"} == {("standard", 1, True, True, 0.0)}
     assert {r for r in rows if r[0] != "standard"} == {
-        ("vamp_to_mog", k, lc, ip, lam) for k in (10, 100) for lc in (False, True) for ip in (False, True)
-        for lam in (0.0, 1.0, 10.0, 100.0)}
+        ("vamp_to_mog", k, lc, ip, lam)
+        for k in (10, 100)
+        for lc in (False, True)
+        for ip in (False, True)
+        for lam in (0.0, 1.0, 10.0, 100.0)
+    }
     assert all(c.model == "sintro" and c.clip == "adaptive" and c.epochs == 220 and c.z_dim == 128 for c in configs)
     assert all(c.clip_active == c.prior_in_game for c in configs if c.prior == "vamp_to_mog")
     # Tune runs the 33 points (each with the 3 seeds) of the 9 x 4 product grid
@@ -129,9 +148,11 @@ def test_ablation_images_is_the_papers_image_grid_with_standard_at_lambda_0_only
 
 def test_narrow_must_name_a_variant_and_values_of_a_grid_axis():
     grid = {"responsibility_weight": [0.0, 1.0]}
-    for narrow, message in [({"other": {"responsibility_weight": [0.0]}}, "unknown variant 'other'"),
-                            ({"a": {"lr": [0.1]}}, r"narrow\['a'\]\['lr'\] = \[0.1\] must be some of"),
-                            ({"a": {"responsibility_weight": [5.0]}}, "must be some of the grid axis")]:
+    for narrow, message in [
+        ({"other": {"responsibility_weight": [0.0]}}, "unknown variant 'other'"),
+        ({"a": {"lr": [0.1]}}, r"narrow\['a'\]\['lr'\] = \[0.1\] must be some of"),
+        ({"a": {"responsibility_weight": [5.0]}}, "must be some of the grid axis"),
+    ]:
         space = SearchSpace(name="x", description="x", variants={"a": {}}, grid=grid, narrow=narrow)
         with pytest.raises(SpaceError, match=message):
             design(space, "8gaussians", "smoke")
@@ -204,8 +225,11 @@ def test_a_space_checks_its_own_declaration():
     with pytest.raises(SpaceError, match="unknown metric 'fid'"):
         design(SearchSpace(name="x", description="x", metric="fid"), "8gaussians", "smoke")
     with pytest.raises(SpaceError, match="either a grid or searched"):
-        design(SearchSpace(name="x", description="x", grid={"lr": [1e-3]}, search={"beta_kl": tune.uniform(0, 1)}),
-               "8gaussians", "smoke")
+        design(
+            SearchSpace(name="x", description="x", grid={"lr": [1e-3]}, search={"beta_kl": tune.uniform(0, 1)}),
+            "8gaussians",
+            "smoke",
+        )
     with pytest.raises(SpaceError, match="has no values"):
         design(SearchSpace(name="x", description="x", grid={"lr": []}), "8gaussians", "smoke")
     with pytest.raises(SpaceError, match=r"budget_base names unknown budget\(s\) \['fast'\]"):
@@ -249,13 +273,16 @@ def test_a_new_space_is_one_new_file(tmp_path):
     shutil.copytree(root / "search_spaces", tmp_path / "search_spaces", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "search_spaces" / "ablation_sharpness.py").write_text(NEW_SPACE)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}
-    probe = ("from study.run import main; from analysis.tables import default_baseline; import pandas as pd; "
-             "import search_spaces; print(search_spaces.__file__); main(['--list']); "
-             "main(['--space', 'ablation_sharpness', '--budget', 'smoke', '--dry-run']); "
-             "runs = pd.DataFrame({'variant': ['no-clip', 'clip'], 'clip_sharpness': [10.0, 5.0]}); "
-             "print('baseline', default_baseline('ablation_sharpness', ['variant', 'clip_sharpness'], runs))")
-    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
+    probe = (
+        "from study.run import main; from analysis.tables import default_baseline; import pandas as pd; "
+        "import search_spaces; print(search_spaces.__file__); main(['--list']); "
+        "main(['--space', 'ablation_sharpness', '--budget', 'smoke', '--dry-run']); "
+        "runs = pd.DataFrame({'variant': ['no-clip', 'clip'], 'clip_sharpness': [10.0, 5.0]}); "
+        "print('baseline', default_baseline('ablation_sharpness', ['variant', 'clip_sharpness'], runs))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert lines[0] == str(tmp_path / "search_spaces" / "__init__.py")

@@ -34,8 +34,18 @@ def test_file_uris_and_relative_folders_are_local_absolute_folders(tmp_path, mon
 def test_an_unknown_storage_scheme_is_refused_before_anything_runs(tmp_path, capsys):
     with pytest.raises(StorageError, match="--storage nosuch://b: Unrecognized filesystem type"):
         StudyFolder.of("nosuch://b", "s")
-    code = main(["--space", "learnable_prior", "--budget", "smoke", "--storage", "nosuch://b",
-                 "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db"])
+    code = main(
+        [
+            "--space",
+            "learnable_prior",
+            "--budget",
+            "smoke",
+            "--storage",
+            "nosuch://b",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlruns.db",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --storage nosuch://b: Unrecognized filesystem type"), err
     assert not (tmp_path / "mlruns.db").exists()

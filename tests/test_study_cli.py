@@ -25,8 +25,9 @@ def closed_port() -> int:
 
 
 def run_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["--storage", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db",
-                 *args])
+    code = main(
+        ["--storage", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db", *args]
+    )
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -57,28 +58,43 @@ def test_dry_run_prints_the_resolved_trials_and_starts_nothing(tmp_path, capsys)
     assert_nothing_started(tmp_path)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--space", "ablation_regularizer"],
-     "unknown search space 'ablation_regularizer' (did you mean 'ablation_regularizers'? known: ablation_images,"),
-    (["--space", "betas", "--set", "beta_kl=-0.5"], "beta_kl = -0.5 is out of range (expected >= 0)"),
-    (["--space", "betas", "--set", "prior=mogg"], "unknown prior 'mogg' (expected: standard, mog, vamp, vamp_to_mog)"),
-    (["--space", "betas", "--set", "lr_typo=1"], "unknown config key(s) ['lr_typo']"),
-    (["--space", "betas", "--dataset", "moons"], "unknown dataset 'moons'"),
-    (["--space", "betas", "--seeds", "0-"], "--seeds '0-' is not N"),
-    (["--space", "betas", "--set", "lr"], "--set 'lr' is not KEY=VALUE"),
-    (["--space", "ablation_priors", "--samples", "3"], "--samples applies to searched spaces"),
-    (["--space", "ablation_priors", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
-    (["--space", "ablation_priors", "--resume"], "no study to resume at"),
-    (["--space", "ablation_priors", "--address", "10.0.0.1"], "--address '10.0.0.1' is not HOST:PORT"),
-    (["--space", "ablation_priors", "--tracking-uri", "sqlite:////nonexistent/dir/x.db"],
-     "folder /nonexistent/dir does not exist"),
-    (["--space", "ablation_regularizers", "--betas-from", "grid"], "but the space has no variants"),
-    (["--space", "ablation_images", "--dataset", "digits", "--betas-from", "grid"],
-     "which also varies responsibility_weight (fix it with --set KEY=VALUE)"),
-    (["--space", "ablation_priors", "--set", "beta_kl=0.5", "--betas-from", "grid"],
-     "--set beta_kl conflicts with --betas-from"),
-    (["--space", "ablation_priors", "--betas-from", "grid"], "--betas-from: no MLflow store at sqlite:///"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--space", "ablation_regularizer"],
+            "unknown search space 'ablation_regularizer' (did you mean 'ablation_regularizers'? "
+            "known: ablation_images,",
+        ),
+        (["--space", "betas", "--set", "beta_kl=-0.5"], "beta_kl = -0.5 is out of range (expected >= 0)"),
+        (
+            ["--space", "betas", "--set", "prior=mogg"],
+            "unknown prior 'mogg' (expected: standard, mog, vamp, vamp_to_mog)",
+        ),
+        (["--space", "betas", "--set", "lr_typo=1"], "unknown config key(s) ['lr_typo']"),
+        (["--space", "betas", "--dataset", "moons"], "unknown dataset 'moons'"),
+        (["--space", "betas", "--seeds", "0-"], "--seeds '0-' is not N"),
+        (["--space", "betas", "--set", "lr"], "--set 'lr' is not KEY=VALUE"),
+        (["--space", "ablation_priors", "--samples", "3"], "--samples applies to searched spaces"),
+        (["--space", "ablation_priors", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+        (["--space", "ablation_priors", "--resume"], "no study to resume at"),
+        (["--space", "ablation_priors", "--address", "10.0.0.1"], "--address '10.0.0.1' is not HOST:PORT"),
+        (
+            ["--space", "ablation_priors", "--tracking-uri", "sqlite:////nonexistent/dir/x.db"],
+            "folder /nonexistent/dir does not exist",
+        ),
+        (["--space", "ablation_regularizers", "--betas-from", "grid"], "but the space has no variants"),
+        (
+            ["--space", "ablation_images", "--dataset", "digits", "--betas-from", "grid"],
+            "which also varies responsibility_weight (fix it with --set KEY=VALUE)",
+        ),
+        (
+            ["--space", "ablation_priors", "--set", "beta_kl=0.5", "--betas-from", "grid"],
+            "--set beta_kl conflicts with --betas-from",
+        ),
+        (["--space", "ablation_priors", "--betas-from", "grid"], "--betas-from: no MLflow store at sqlite:///"),
+    ],
+)
 def test_bad_requests_fail_clearly_before_any_trial(tmp_path, capsys, args, message):
     code, _, err = run_cli(tmp_path, capsys, *args)
     assert code == 2 and message in err, err
@@ -87,8 +103,19 @@ def test_bad_requests_fail_clearly_before_any_trial(tmp_path, capsys, args, mess
 
 def test_image_study_dry_run_reads_data_from_an_absolute_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run_cli(tmp_path, capsys, "--space", "ablation_images", "--dataset", "digits", "--budget", "smoke",
-                           "--data-dir", "images", "--dry-run")
+    code, out, _ = run_cli(
+        tmp_path,
+        capsys,
+        "--space",
+        "ablation_images",
+        "--dataset",
+        "digits",
+        "--budget",
+        "smoke",
+        "--data-dir",
+        "images",
+        "--dry-run",
+    )
     assert code == 0, out
     assert "99 trials, grid search" in out and "metric fd_classifier_gen (min)" in out
     assert f"data_dir={tmp_path / 'images'}," in out  # trials run in their own folders: never a relative path
@@ -99,13 +126,33 @@ def test_image_study_dry_run_reads_data_from_an_absolute_folder(tmp_path, capsys
 
 def test_missing_image_data_or_inception_weights_fail_before_any_trial(tmp_path, capsys):
     missing = tmp_path / "no-data"
-    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_images", "--dataset", "fmnist", "--budget", "smoke",
-                           "--data-dir", str(missing))
+    code, _, err = run_cli(
+        tmp_path,
+        capsys,
+        "--space",
+        "ablation_images",
+        "--dataset",
+        "fmnist",
+        "--budget",
+        "smoke",
+        "--data-dir",
+        str(missing),
+    )
     assert code == 2 and f"dataset 'fmnist' not found in {missing / 'FashionMNIST' / 'raw'}" in err, err
     assert "train-images-idx3-ubyte" in err and "--download" in err
     assert_nothing_started(tmp_path)
-    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_images", "--dataset", "digits", "--budget", "smoke",
-                           "--inception-weights", str(tmp_path / "missing.pth"))
+    code, _, err = run_cli(
+        tmp_path,
+        capsys,
+        "--space",
+        "ablation_images",
+        "--dataset",
+        "digits",
+        "--budget",
+        "smoke",
+        "--inception-weights",
+        str(tmp_path / "missing.pth"),
+    )
     assert code == 2 and f"FID Inception weights not found at '{tmp_path / 'missing.pth'}'" in err, err
     assert_nothing_started(tmp_path)
 
@@ -124,8 +171,9 @@ def test_unreachable_ray_address_or_tracking_server_fail_before_any_trial(tmp_pa
     code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_regularizers", "--address", f"127.0.0.1:{port}")
     assert code == 2 and f"cannot reach a Ray cluster at 127.0.0.1:{port}" in err
     assert_nothing_started(tmp_path)
-    code, _, err = run_cli(tmp_path, capsys, "--space", "ablation_regularizers", "--tracking-uri",
-                           f"http://127.0.0.1:{port}")
+    code, _, err = run_cli(
+        tmp_path, capsys, "--space", "ablation_regularizers", "--tracking-uri", f"http://127.0.0.1:{port}"
+    )
     assert code == 2 and f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in err
     assert_nothing_started(tmp_path)
 
@@ -169,10 +217,27 @@ def test_seed_and_value_parsing():
     assert parse_seeds(None) is None
     with pytest.raises(StudyError):
         parse_seeds("0")
-    assert parse_assignments(["clip=none", "clip_logvar_min=none", "lr=1e6", "iterations=200", "beta_rec=1",
-                            "learnable_weights=false", "lr_milestones=[10,20]", "variant=vae-vamp"]) == {
-        "clip": "none", "clip_logvar_min": None, "lr": 1e6, "iterations": 200, "beta_rec": 1.0,
-        "learnable_weights": False, "lr_milestones": [10, 20], "variant": "vae-vamp"}
+    assert parse_assignments(
+        [
+            "clip=none",
+            "clip_logvar_min=none",
+            "lr=1e6",
+            "iterations=200",
+            "beta_rec=1",
+            "learnable_weights=false",
+            "lr_milestones=[10,20]",
+            "variant=vae-vamp",
+        ]
+    ) == {
+        "clip": "none",
+        "clip_logvar_min": None,
+        "lr": 1e6,
+        "iterations": 200,
+        "beta_rec": 1.0,
+        "learnable_weights": False,
+        "lr_milestones": [10, 20],
+        "variant": "vae-vamp",
+    }
 
 
 def test_tracking_uris_become_absolute_and_the_ui_hint_matches(tmp_path, monkeypatch):
@@ -186,9 +251,11 @@ def test_tracking_uris_become_absolute_and_the_ui_hint_matches(tmp_path, monkeyp
     check_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
     assert mlflow_ui_hint(f"sqlite:///{tmp_path}/m.db", "3") == (
         f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/m.db, then open "
-        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )
     assert mlflow_ui_hint("http://h:5000/", "3").startswith(
-        "open http://h:5000/#/experiments/3/runs?workflowType=machine_learning")
+        "open http://h:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )
 
 
 def test_tune_metrics_lead_with_the_study_metric_and_drop_done():
@@ -209,11 +276,15 @@ def test_betas_from_picks_the_lowest_seed_mean_kl_of_finished_runs_of_the_same_c
     experiment = client.create_experiment("grid")
 
     def log(beta_kl, kl, seed=0, status="FINISHED", variant="sintro-standard", budget="smoke", **tags):
-        config = resolve_trial(grid, {"variant": variant, "beta_rec": 0.2, "beta_kl": beta_kl, "beta_neg_multiple": 2,
-                                     "seed": seed})
+        config = resolve_trial(
+            grid, {"variant": variant, "beta_rec": 0.2, "beta_kl": beta_kl, "beta_neg_multiple": 2, "seed": seed}
+        )
         run = client.create_run(experiment, tags={"budget": budget, **tags})
-        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in config.to_dict().items()],
-                         metrics=[Metric("kl", kl, 0, 60)])
+        client.log_batch(
+            run.info.run_id,
+            params=[Param(k, str(v)) for k, v in config.to_dict().items()],
+            metrics=[Metric("kl", kl, 0, 60)],
+        )
         client.set_terminated(run.info.run_id, status=status)
         return run.info.run_id
 
@@ -242,8 +313,10 @@ def test_summary_names_the_finished_trials_that_did_not_learn_8gaussians(tmp_pat
     d = design(get("learnable_prior"), "8gaussians", "smoke")
     learned = {"kl": 2.0, "near_mode": 0.95, "modes_covered": 8}
     string = {"kl": 40.0, "near_mode": 0.45, "modes_covered": 8}
-    results = [SimpleNamespace(error=None, metrics=m, config={"variant": "standard", "seed": s}, path=f"/r/trial_{s}")
-               for s, m in enumerate((learned, string))]
+    results = [
+        SimpleNamespace(error=None, metrics=m, config={"variant": "standard", "seed": s}, path=f"/r/trial_{s}")
+        for s, m in enumerate((learned, string))
+    ]
     text = summarize(results, d, {"name": "s", "tracking_uri": "sqlite:///x.db"}, tmp_path)
     assert "trials finished: 2, failed: 0" in text
     assert "did not learn the data (1 of 2" in text and "trial_1: 8 modes covered, 45% of samples near" in text
@@ -262,7 +335,8 @@ def test_mlflows_own_tracking_variable_is_the_default_of_the_study_and_its_repor
     monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
     assert study_tracking_uri(build_parser().parse_args([])) == elsewhere
     assert study_tracking_uri(build_parser().parse_args(["--tracking-uri", "sqlite:///given.db"])) == (
-        f"sqlite:///{tmp_path}/given.db")
+        f"sqlite:///{tmp_path}/given.db"
+    )
     assert report_parser().parse_args(["--study", "s"]).tracking_uri == elsewhere
     with pytest.raises(StudyNotFound, match=r"elsewhere\.db"):
         load_study("s")

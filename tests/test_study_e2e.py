@@ -39,8 +39,12 @@ SMOKE_ITERATIONS = 60  # budget smoke, eval_every 20
 
 def child_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY="true",
-               MPLCONFIGDIR=str(tmp_path / "mpl"), RAY_USAGE_STATS_ENABLED="0")
+    env.update(
+        PYTHONPATH=str(ROOT),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MPLCONFIGDIR=str(tmp_path / "mpl"),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     # as with an activated venv: the job's `python` (ray job submit's entrypoint) is the project's
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     return env
@@ -68,8 +72,9 @@ def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None
 
 def start(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     """A child in its own process group, so that it and everything it starts can be stopped by its id."""
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -81,8 +86,9 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 def study_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "study.run", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def runs_of(uri: str, experiment: str) -> list:
@@ -132,16 +138,26 @@ def local_ray(tmp_path_factory):
 def in_process_study(space: SearchSpace, tmp_path: Path, *extra: str, **design_args):
     d = design(space, "8gaussians", "smoke", **design_args)
     d.validate()
-    args = build_parser().parse_args(["--space", space.name, "--storage", str(tmp_path / "ray_results"),
-                                      "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db", *extra])
+    args = build_parser().parse_args(
+        [
+            "--space",
+            space.name,
+            "--storage",
+            str(tmp_path / "ray_results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlruns.db",
+            *extra,
+        ]
+    )
     return run_study(d, args, space.name, StudyFolder.of(tmp_path / "ray_results", space.name))
 
 
 def test_grid_study_in_sqlite_with_a_diverging_trial(local_ray, tmp_path):
     """Two learning rates × two seeds: lr = 1e6 diverges and is recorded failed, with the reason, in Tune and in
     MLflow; the other trials finish with their params, metric histories and artifacts."""
-    space = SearchSpace(name="lr_probe", description="test", base={"prior": "vamp_to_mog"},
-                        grid={"lr": [2e-4, 1e6]}, seeds=(0, 1))
+    space = SearchSpace(
+        name="lr_probe", description="test", base={"prior": "vamp_to_mog"}, grid={"lr": [2e-4, 1e6]}, seeds=(0, 1)
+    )
     results, study = in_process_study(space, tmp_path)
 
     errors = [r for r in results if r.error is not None]
@@ -163,7 +179,8 @@ def test_grid_study_in_sqlite_with_a_diverging_trial(local_ray, tmp_path):
         else:
             assert_complete_run(client, run, "lr_probe", "lr_probe")
     assert Path(client.get_experiment_by_name("lr_probe").artifact_location.removeprefix("file://")) == (
-        tmp_path / "mlartifacts")
+        tmp_path / "mlartifacts"
+    )
 
 
 def test_optuna_asha_study_with_derived_beta_neg(local_ray, tmp_path):
@@ -182,7 +199,8 @@ def test_optuna_asha_study_with_derived_beta_neg(local_ray, tmp_path):
     assert [t.state for t in stored.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert sorted(t.value for t in stored.trials) == pytest.approx(sorted(r.data.metrics["kl"] for r in runs))
     assert sorted(t.params["beta_kl"] for t in stored.trials) == pytest.approx(
-        sorted(float(r.data.params["beta_kl"]) for r in runs))
+        sorted(float(r.data.params["beta_kl"]) for r in runs)
+    )
     assert optuna_study.startup_trials(3) == 2 and optuna_study.startup_trials(24) == 6
     for run in runs:
         p = run.data.params
@@ -196,8 +214,25 @@ def test_conditional_define_by_run_space(local_ray, tmp_path, capsys):
     """The clipping space is an Optuna define-by-run function: thresholds exist only in `fixed` trials. With
     --checkpoints best only the best trial's run keeps its final checkpoint.pt, one that --resume can read."""
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    assert main(["--space", "clipping", "--budget", "smoke", "--samples", "3", "--checkpoints", "best",
-                 "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri]) == 0
+    assert (
+        main(
+            [
+                "--space",
+                "clipping",
+                "--budget",
+                "smoke",
+                "--samples",
+                "3",
+                "--checkpoints",
+                "best",
+                "--storage",
+                str(tmp_path / "ray_results"),
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 0
+    )
     assert "trials finished: 3, failed: 0" in capsys.readouterr().out
     client = MlflowClient(uri)
     runs = runs_of(uri, "clipping-8gaussians-smoke")
@@ -217,8 +252,22 @@ def test_storage_as_a_file_uri(local_ray, tmp_path, capsys):
     URI finds the finished study there."""
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     storage = f"file://{tmp_path}/nfs/ray_results"
-    args = ["--space", "learnable_prior", "--budget", "smoke", "--seeds", "1", "--set", "variant=standard",
-            "--storage", storage, "--tracking-uri", uri, "--name", "on-uri"]
+    args = [
+        "--space",
+        "learnable_prior",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "1",
+        "--set",
+        "variant=standard",
+        "--storage",
+        storage,
+        "--tracking-uri",
+        uri,
+        "--name",
+        "on-uri",
+    ]
     assert main(args) == 0
     assert "trials finished: 1, failed: 0" in capsys.readouterr().out
     folder = tmp_path / "nfs" / "ray_results" / "on-uri"
@@ -242,8 +291,7 @@ def test_ablation_takes_each_variants_betas_from_a_tiny_grid_study(local_ray, tm
     from study.betas_from import BETAS, choose
 
     variants = {v: SINTRO[v] for v in ("sintro-standard", "sintro-mog-LC-IP")}
-    grid = SearchSpace(name="tiny_grid", description="test", base=BASE, variants=variants,
-                       grid={"beta_kl": [0.1, 0.5]})
+    grid = SearchSpace(name="tiny_grid", description="test", base=BASE, variants=variants, grid={"beta_kl": [0.1, 0.5]})
     results, study = in_process_study(grid, tmp_path)
     assert len(results) == 4 and not results.errors
     uri = study["tracking_uri"]
@@ -263,8 +311,20 @@ def test_ablation_takes_each_variants_betas_from_a_tiny_grid_study(local_ray, tm
         assert chosen.run_ids == (run.info.run_id,) and chosen.kl == pytest.approx(run.data.metrics["kl"])
         assert chosen.betas == {b: float(run.data.params[b]) for b in BETAS}
 
-    common = ["--space", "ablation_priors", "--budget", "smoke", "--seeds", "1", "--betas-from", "tiny_grid",
-              "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri]
+    common = [
+        "--space",
+        "ablation_priors",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "1",
+        "--betas-from",
+        "tiny_grid",
+        "--storage",
+        str(tmp_path / "ray_results"),
+        "--tracking-uri",
+        uri,
+    ]
     assert main(common) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "variant 'vae-standard'" in errors[0] and "tiny_grid" in errors[0], errors
@@ -284,8 +344,19 @@ def test_ablation_takes_each_variants_betas_from_a_tiny_grid_study(local_ray, tm
     assert "Protocol: paper (reproduces the paper code's quirks)." in table.to_markdown()
 
 
-IMAGE_METRICS = ("rec_test", "fd_classifier_gen", "fd_classifier_rec", "precision", "recall", "svm_few", "svm_many",
-                 "knn_few", "knn_many", "assignment_entropy", "active_modes")
+IMAGE_METRICS = (
+    "rec_test",
+    "fd_classifier_gen",
+    "fd_classifier_rec",
+    "precision",
+    "recall",
+    "svm_few",
+    "svm_many",
+    "knn_few",
+    "knn_many",
+    "assignment_entropy",
+    "active_modes",
+)
 
 
 def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path, capsys):
@@ -299,9 +370,32 @@ def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path
     from analysis.report import build_table, write_report
 
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    code = main(["--space", "ablation_images", "--dataset", "digits", "--budget", "smoke", "--set", "variant=standard",
-                 "--set", "metric_epochs=1", "--set", "protocol=clean", "--seeds", "2", "--gpus-per-trial", "0.5",
-                 "--max-concurrent", "1", "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri])
+    code = main(
+        [
+            "--space",
+            "ablation_images",
+            "--dataset",
+            "digits",
+            "--budget",
+            "smoke",
+            "--set",
+            "variant=standard",
+            "--set",
+            "metric_epochs=1",
+            "--set",
+            "protocol=clean",
+            "--seeds",
+            "2",
+            "--gpus-per-trial",
+            "0.5",
+            "--max-concurrent",
+            "1",
+            "--storage",
+            str(tmp_path / "ray_results"),
+            "--tracking-uri",
+            uri,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "trials finished: 2, failed: 0" in out and "best by fd_classifier_gen" in out, out[-3000:]
     name = "ablation_images-digits-smoke"
@@ -326,8 +420,17 @@ def test_image_study_on_digits_lands_image_metrics_in_sqlite(local_ray, tmp_path
     study = load_study(name, uri)
     assert study.metric == "fd_classifier_gen" and study.factors == ["variant", "responsibility_weight"]
     table = build_table(study, select="lambda")
-    assert table.metrics == ["assignment_entropy", "fd_classifier_gen", "fd_classifier_rec", "precision",
-                             "recall", "svm_few", "svm_many", "knn_few", "knn_many"]
+    assert table.metrics == [
+        "assignment_entropy",
+        "fd_classifier_gen",
+        "fd_classifier_rec",
+        "precision",
+        "recall",
+        "svm_few",
+        "svm_many",
+        "knn_few",
+        "knn_many",
+    ]
     assert "fd_classifier_gen" in table.selection and "not an FID" in table.selection
     assert int(table.stats["n"].iloc[0]) == 2 and table.decimals == 3
     index = write_report(study, tmp_path / "report", select="lambda")
@@ -339,15 +442,46 @@ def test_study_against_an_mlflow_server(tmp_path):
     """The CLI with --tracking-uri of an `mlflow server` (sqlite backend, proxied artifacts) on 127.0.0.1."""
     env = child_env(tmp_path)
     port = free_port()
-    server = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                    "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                    "--artifacts-destination", str(tmp_path / "server-artifacts")],
-                   tmp_path, env, tmp_path / "mlflow-server.log")
+    server = start(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        tmp_path,
+        env,
+        tmp_path / "mlflow-server.log",
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(uri + "/health", 90, server)
-        done = study_cli(["--space", "ablation_regularizers", "--budget", "smoke", "--set", "clip=adaptive",
-                          "--set", "responsibility_weight=0", "--seeds", "2", "--tracking-uri", uri], tmp_path, env)
+        done = study_cli(
+            [
+                "--space",
+                "ablation_regularizers",
+                "--budget",
+                "smoke",
+                "--set",
+                "clip=adaptive",
+                "--set",
+                "responsibility_weight=0",
+                "--seeds",
+                "2",
+                "--tracking-uri",
+                uri,
+            ],
+            tmp_path,
+            env,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert f"open {uri}" in done.stdout and "trials finished: 2, failed: 0" in done.stdout
         runs = runs_of(uri, "ablation_regularizers-8gaussians-smoke")
@@ -369,8 +503,13 @@ def tune_snapshot(experiment: Path) -> tuple[set[str], set[str]]:
     except Exception:  # not written yet, or caught mid-write
         return set(), set()
     done = {t.trial_id for t in trials if t.status == "TERMINATED"}
-    checkpointed = {t.trial_id for t in trials if t.trial_id not in done and t.checkpoint is not None
-                    and not any(Path(t.path).glob(f"checkpoint_*/{FINAL_FILE}"))}
+    checkpointed = {
+        t.trial_id
+        for t in trials
+        if t.trial_id not in done
+        and t.checkpoint is not None
+        and not any(Path(t.path).glob(f"checkpoint_*/{FINAL_FILE}"))
+    }
     return done, checkpointed
 
 
@@ -392,8 +531,20 @@ def test_interrupted_then_killed_study_resumes_each_trial_once(tmp_path):
     lost, nothing logged twice); trials finished before a stop kept as they were, the others resumed from their
     checkpoints."""
     env = child_env(tmp_path)
-    args = ["--space", "ablation_regularizers", "--budget", "smoke", "--set", "responsibility_weight=0",
-            "--set", "iterations=200", "--seeds", "2", "--max-concurrent", "1"]
+    args = [
+        "--space",
+        "ablation_regularizers",
+        "--budget",
+        "smoke",
+        "--set",
+        "responsibility_weight=0",
+        "--set",
+        "iterations=200",
+        "--seeds",
+        "2",
+        "--max-concurrent",
+        "1",
+    ]
     experiment = tmp_path / "ray_results" / "ablation_regularizers-8gaussians-smoke"
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     first = start([sys.executable, "-m", "study.run", *args], tmp_path, env, tmp_path / "first.log")
@@ -409,8 +560,16 @@ def test_interrupted_then_killed_study_resumes_each_trial_once(tmp_path):
     lines = out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith(f"study '{experiment.name}' interrupted with "))
     resume = shlex.split(lines[at + 1])
-    assert resume == ["python", "-m", "study.run", "--resume", "--name", experiment.name,
-                      "--storage", str(tmp_path / "ray_results")], lines[at:]
+    assert resume == [
+        "python",
+        "-m",
+        "study.run",
+        "--resume",
+        "--name",
+        experiment.name,
+        "--storage",
+        str(tmp_path / "ray_results"),
+    ], lines[at:]
     before = {r.data.tags["trial_id"]: r for r in runs_of(uri, experiment.name)}
     done_first = {t for t, r in before.items() if r.info.status == "FINISHED"}
     assert done_first and len(done_first) < 4
@@ -451,8 +610,18 @@ def test_killed_searched_study_resumes_its_optuna_search(tmp_path):
     import optuna
 
     env = child_env(tmp_path)
-    args = ["--space", "betas", "--budget", "smoke", "--samples", "4", "--set", "iterations=200",
-            "--max-concurrent", "1"]
+    args = [
+        "--space",
+        "betas",
+        "--budget",
+        "smoke",
+        "--samples",
+        "4",
+        "--set",
+        "iterations=200",
+        "--max-concurrent",
+        "1",
+    ]
     name = "betas-8gaussians-smoke"
     experiment, uri = tmp_path / "ray_results" / name, f"sqlite:///{tmp_path}/mlruns.db"
     first = start([sys.executable, "-m", "study.run", *args], tmp_path, env, tmp_path / "first.log")
@@ -493,22 +662,72 @@ def test_ray_job_submit_and_address_to_a_local_head(tmp_path):
     env = child_env(tmp_path)
     gcs, dashboard, client_port, agent = free_port(), free_port(), free_port(), free_port()
     ray_tmp = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))  # Ray's socket paths must stay short
-    head = start([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-                  "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-                  "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(agent),
-                  "--num-cpus", "2", "--temp-dir", str(ray_tmp),
-                  "--disable-usage-stats"], tmp_path, env, tmp_path / "head.log")
+    head = start(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(client_port),
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--num-cpus",
+            "2",
+            "--temp-dir",
+            str(ray_tmp),
+            "--disable-usage-stats",
+        ],
+        tmp_path,
+        env,
+        tmp_path / "head.log",
+    )
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     try:
         wait_for_http(f"http://127.0.0.1:{dashboard}/api/gcs_healthz", 120, head)
         wait_for_http(f"http://127.0.0.1:{agent}/api/local_raylet_healthz", 60, head)
-        excludes = json.dumps({"excludes": [".venv", ".git", "ray_results", "mlartifacts", "mlruns.db", "data",
-                                            "runs", "notebooks"]})
-        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
-                  ".", "--runtime-env-json", excludes, "--", "python", "-m", "study.run", "--space",
-                  "ablation_regularizers", "--budget", "smoke", "--set", "clip=none", "--set",
-                  "responsibility_weight=0", "--seeds", "2", "--storage", str(tmp_path / "ray_results"),
-                  "--tracking-uri", uri, "--name", "job"]
+        excludes = json.dumps(
+            {"excludes": [".venv", ".git", "ray_results", "mlartifacts", "mlruns.db", "data", "runs", "notebooks"]}
+        )
+        submit = [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dashboard}",
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            excludes,
+            "--",
+            "python",
+            "-m",
+            "study.run",
+            "--space",
+            "ablation_regularizers",
+            "--budget",
+            "smoke",
+            "--set",
+            "clip=none",
+            "--set",
+            "responsibility_weight=0",
+            "--seeds",
+            "2",
+            "--storage",
+            str(tmp_path / "ray_results"),
+            "--tracking-uri",
+            uri,
+            "--name",
+            "job",
+        ]
         for _ in range(60):  # the dashboard answers before the node's job agent has registered
             job = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
             if "No available agent" not in job.stdout + job.stderr:
@@ -519,10 +738,30 @@ def test_ray_job_submit_and_address_to_a_local_head(tmp_path):
 
         outside = tmp_path / "elsewhere"
         outside.mkdir()
-        direct = study_cli(["--space", "ablation_regularizers", "--budget", "smoke", "--set", "clip=none",
-                            "--set", "responsibility_weight=0", "--seeds", "1", "--address", f"127.0.0.1:{gcs}",
-                            "--storage", str(tmp_path / "ray_results"), "--tracking-uri", uri, "--name", "direct"],
-                           outside, {**env, "PYTHONPATH": str(ROOT)})
+        direct = study_cli(
+            [
+                "--space",
+                "ablation_regularizers",
+                "--budget",
+                "smoke",
+                "--set",
+                "clip=none",
+                "--set",
+                "responsibility_weight=0",
+                "--seeds",
+                "1",
+                "--address",
+                f"127.0.0.1:{gcs}",
+                "--storage",
+                str(tmp_path / "ray_results"),
+                "--tracking-uri",
+                uri,
+                "--name",
+                "direct",
+            ],
+            outside,
+            {**env, "PYTHONPATH": str(ROOT)},
+        )
         assert direct.returncode == 0, direct.stdout[-3000:] + direct.stderr[-3000:]
         assert "trials finished: 1, failed: 0" in direct.stdout
     finally:
@@ -537,8 +776,9 @@ def wait_for_nodes(address: str, count: int, env: dict[str, str], timeout: float
     """Until `ray status` lists `count` active nodes."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        status = subprocess.run([str(BIN / "ray"), "status", "--address", address], env=env, capture_output=True,
-                                text=True, timeout=60)
+        status = subprocess.run(
+            [str(BIN / "ray"), "status", "--address", address], env=env, capture_output=True, text=True, timeout=60
+        )
         active = status.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
         if status.returncode == 0 and active.count("node_") >= count:
             return
@@ -556,20 +796,68 @@ def test_study_on_two_nodes_survives_losing_one(tmp_path):
     gcs = free_port()
     ray_tmp = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))  # Ray's socket paths must stay short
     node_args = ["--block", "--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
-    head = start([str(BIN / "ray"), "start", "--head", "--port", str(gcs), "--include-dashboard", "false",
-                  "--temp-dir", str(ray_tmp), *node_args], tmp_path, env, tmp_path / "head.log")
+    head = start(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--port",
+            str(gcs),
+            "--include-dashboard",
+            "false",
+            "--temp-dir",
+            str(ray_tmp),
+            *node_args,
+        ],
+        tmp_path,
+        env,
+        tmp_path / "head.log",
+    )
     second = None
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     study = None
     try:
-        second = start([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs}", *node_args], tmp_path, env,
-                       tmp_path / "second.log")
+        second = start(
+            [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{gcs}", *node_args],
+            tmp_path,
+            env,
+            tmp_path / "second.log",
+        )
         wait_for_nodes(f"127.0.0.1:{gcs}", 2, env, 120)
-        study = start([sys.executable, "-m", "study.run", "--space", "ablation_regularizers", "--budget", "smoke",
-                       "--set", "clip=none", "--set", "responsibility_weight=0", "--set", "iterations=1500",
-                       "--set", "eval_every=100", "--seeds", "2", "--max-failures", "2", "--address",
-                       f"127.0.0.1:{gcs}", "--tracking-uri", uri, "--storage", str(tmp_path / "ray_results"),
-                       "--name", "two-nodes"], tmp_path, env, tmp_path / "study.log")
+        study = start(
+            [
+                sys.executable,
+                "-m",
+                "study.run",
+                "--space",
+                "ablation_regularizers",
+                "--budget",
+                "smoke",
+                "--set",
+                "clip=none",
+                "--set",
+                "responsibility_weight=0",
+                "--set",
+                "iterations=1500",
+                "--set",
+                "eval_every=100",
+                "--seeds",
+                "2",
+                "--max-failures",
+                "2",
+                "--address",
+                f"127.0.0.1:{gcs}",
+                "--tracking-uri",
+                uri,
+                "--storage",
+                str(tmp_path / "ray_results"),
+                "--name",
+                "two-nodes",
+            ],
+            tmp_path,
+            env,
+            tmp_path / "study.log",
+        )
         deadline = time.time() + 240
         while True:  # both trials running, one per node, each past its first checkpoint
             assert time.time() < deadline and study.poll() is None, (tmp_path / "study.log").read_text()[-3000:]
@@ -578,8 +866,13 @@ def test_study_on_two_nodes_survives_losing_one(tmp_path):
             except AttributeError:  # no experiment yet
                 runs = []
             client = MlflowClient(uri)
-            running = [r for r in runs if r.info.status == "RUNNING" and "ray_node" in r.data.tags
-                       and len(client.get_metric_history(r.info.run_id, "kl")) >= 2]
+            running = [
+                r
+                for r in runs
+                if r.info.status == "RUNNING"
+                and "ray_node" in r.data.tags
+                and len(client.get_metric_history(r.info.run_id, "kl")) >= 2
+            ]
             if len(running) == 2:
                 break
             time.sleep(0.2)

@@ -223,10 +223,13 @@ def _state_dict_mismatch(state, expected: dict[str, torch.Tensor]) -> str | None
         return f"it holds a {type(state).__name__}, not a state dict"
     missing = [key for key in expected if key not in state]
     unknown = [key for key in state if key not in expected]
-    misfits = [f"{key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
-               if isinstance(value, torch.Tensor) else f"{key!r} is a {type(value).__name__}, not a tensor"
-               for key, value in state.items()
-               if key in expected and not (isinstance(value, torch.Tensor) and value.shape == expected[key].shape)]
+    misfits = [
+        f"{key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+        if isinstance(value, torch.Tensor)
+        else f"{key!r} is a {type(value).__name__}, not a tensor"
+        for key, value in state.items()
+        if key in expected and not (isinstance(value, torch.Tensor) and value.shape == expected[key].shape)
+    ]
     parts = misfits[:1]
     if unknown:
         parts.insert(0, f"it has {len(unknown)} key(s) the network lacks (e.g. {unknown[0]!r})")
