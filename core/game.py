@@ -1,22 +1,19 @@
-"""The three-player game: encoder, decoder and a learnable prior, and their updates (docs/method.md §1).
+"""The three-player game of docs/method.md §1: encoder E, decoder D and the learnable prior p_ψ, and their updates.
 
-`warmup_step` is the β-VAE phase; `encoder_step` and `decoder_step` are the Soft-IntroVAE updates with the prior
-cooperating with the decoder (or with the encoder, `prior_with_encoder`). Each step reads like the paper's
-algorithm box, one line a term. Each player's update takes only its own gradients (`torch.autograd.grad` on its
-parameters), so a frozen player is never touched. The steps return detached loss tensors: no host sync inside.
+    warm-up (β-VAE):  all players minimise  β_rec·mean rec(x, x̂) + β_kl·mean KL(x)
+    encoder:   minimise  scale·(β_kl·KL(x) + β_rec·rec(x, x̂))                                 ELBO of real data
+                      + (1/α)·½·Σ_{x' ∈ {x_f, x̂}} mean exp(−α·scale·(β_rec·rec(x') + β_neg·KL(x')))   soft fakes
+                      + scale·λ·R(r̄)                                                 responsibility regulariser
+    decoder (+ prior): minimise  scale·(β_rec·rec(x, x̂) + β_kl·KL(x)
+                      + β_kl·½·(KL(x̂) + KL(x_f)) + γ_r·β_rec·½·(rec(x̂) + rec(x_f)))   ELBO of its own samples
+with x̂ = D(z), z ~ q(z|x), x_f = D(z_p), z_p ~ p_ψ; the prior cooperates with the decoder (or with the encoder,
+`prior_with_encoder`). Each player takes only its own gradients (`torch.autograd.grad` on its parameters), so a
+frozen player is never touched; each step draws all its randomness first (`draw_*_noise`) and returns detached
+losses (no host sync inside).
 
-The mathematics is the literal step's (core/reference_step.py, the oracle of tests/test_fast_step.py); the
-arithmetic is arranged for speed (docs/method.md §5):
-- every mixture term (MC KL, responsibilities, the regulariser) goes through `mixture_log_prob`, the quadratic form
-  with a backward written from the responsibilities;
-- the decoder step reuses the encoder step's x̂ = D(z): the encoder's update does not touch D, so D(z.detach())
-  has the same value, and its retained graph gives the decoder's gradient (a decoder with BatchNorm thus updates
-  its running statistics once less a step; train mode computes with the batch's, which are the same);
-- nets without BatchNorm (the 2D MLPs) encode x_f and x̂ (and decode their latents) in one concatenated pass;
-  with BatchNorm (image nets) each batch keeps its own pass, as the batch statistics depend on it;
-- a term's decoder pass is skipped when its weight (γ_r) is zero.
-Each step draws all its randomness first, in one fixed order (`draw_*_noise`), so any implementation of the step
-that consumes the same draws computes the same numbers.
+The steps below read term by term; the arrangements for speed (one pass over stacked batches, the decoder reusing
+the encoder step's x̂, skipped zero-weight terms; docs/method.md §5) live in the helpers of the "passes" section.
+core/reference_step.py computes every term literally and is the oracle of tests/test_fast_step.py.
 """
 
 from __future__ import annotations
@@ -161,20 +158,26 @@ class Game:
 
     # ----------------------------------------------------------------------------------------- terms
     def kl(
+        self, mu: torch.Tensor, logvar: torch.Tensor, prior: Mixture, eps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-sample KL(q(z|x) ‖ p) (B,): analytic against N(0, I), else Monte Carlo over the samples ε."""
+        return self.kl_and_mean_responsibility(mu, logvar, prior, eps, with_responsibility=False)[0]
+
+    def kl_and_mean_responsibility(
         self,
         mu: torch.Tensor,
         logvar: torch.Tensor,
         prior: Mixture,
         eps: torch.Tensor | None = None,
-        mean_responsibility: bool = False,
+        with_responsibility: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-sample KL(q(z|x) ‖ p) (B,) and, when asked for and the estimate is MC, the samples' mean
-        responsibility r̄ (K,), else None."""
+        """The KL (B,) and the mean responsibility r̄ (K,) of its MC samples, from one pass over their densities
+        (r̄ is None for the analytic KL or when not asked for)."""
         if self.config.kl_estimator == "analytic":
             return kl_standard_normal(mu, logvar), None
         if eps is None:
             eps = self._normal(mu.shape[0], self.config.mc_samples, mu.shape[1], like=mu)
-        return kl_and_mean_responsibility(mu, logvar, prior, eps, mean_responsibility)
+        return kl_and_mean_responsibility(mu, logvar, prior, eps, with_responsibility)
 
     @property
     def regularizer_on(self) -> bool:
@@ -242,6 +245,35 @@ class Game:
         with torch.no_grad():
             return self.decoder(prior.detach().draw(*noise))
 
+    def _elbo_terms_for_encoder(
+        self, x_fake: torch.Tensor, x_hat: torch.Tensor, target: Mixture, noise: EncoderNoise
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """rec and KL of x_f and x̂ as the encoder sees them: E takes the detached images, the reconstruction
+        targets keep their graphs (x̂ = D(z(φ)) reaches the encoder; with prior_with_encoder x_f reaches ψ).
+        Both batches in one stacked pass where the nets allow. Returns rec_f, kl_f, rec_r, kl_r (each (B,))."""
+        x_fr = torch.cat([x_fake, x_hat])
+        mu, logvar = self._encode(x_fr.detach(), parts=2)
+        z = reparameterize(mu, logvar, noise.z_fake_rec)
+        rec_f, rec_r = reconstruction_error(x_fr, self._decode(z, parts=2)).chunk(2)
+        kl_f, kl_r = self.kl(mu, logvar, target, noise.kl_fake_rec).chunk(2)
+        return rec_f, kl_f, rec_r, kl_r
+
+    def _elbo_terms_for_decoder(
+        self, x_hat: torch.Tensor, x_fake: torch.Tensor, target: Mixture, noise: DecoderNoise
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """rec and KL of x̂ and x_f as the decoder sees them: gradients flow through the (frozen) encoder into the
+        images; rec re-decodes the detached latents against detached targets, and is skipped (zero) when γ_r = 0.
+        Both batches in one stacked pass where the nets allow. Returns rec_r, kl_r, rec_f, kl_f."""
+        x_rf = torch.cat([x_hat, x_fake])
+        mu, logvar = self._encode(x_rf, parts=2)
+        z = reparameterize(mu, logvar, noise.z_rec_fake)
+        if self.config.gamma_r > 0:
+            rec_r, rec_f = reconstruction_error(x_rf.detach(), self._decode(z.detach(), parts=2)).chunk(2)
+        else:
+            rec_r = rec_f = torch.zeros((), dtype=x_rf.dtype, device=x_rf.device)
+        kl_r, kl_f = self.kl(mu, logvar, target, noise.kl_rec_fake).chunk(2)
+        return rec_r, kl_r, rec_f, kl_f
+
     def _step(self, loss: torch.Tensor, players: list[str], retain_graph: bool = False) -> None:
         """Gradients of `loss` for the named players only, then their optimiser steps."""
         modules = {"encoder": self.encoder, "decoder": self.decoder, "prior": self.prior}
@@ -252,7 +284,7 @@ class Game:
         for name in players:
             self.optimizers[name].step()
 
-    # ----------------------------------------------------------------------------------------- updates
+    # ===================================================================================== warm-up (all players)
     def warmup_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """β-VAE: β_rec·mean rec + β_kl·mean KL (no scale); encoder, decoder and prior step together."""
         c = self.config
@@ -261,48 +293,49 @@ class Game:
         mu, logvar = self.encoder(x)
         x_hat = self.decoder(reparameterize(mu, logvar, noise.z))
         rec = reconstruction_error(x, x_hat).mean()
-        kl = self.kl(mu, logvar, prior, noise.kl)[0].mean()
+        kl = self.kl(mu, logvar, prior, noise.kl).mean()
         loss = c.beta_rec * rec + c.beta_kl * kl
         self._step(loss, list(self.optimizers))
         loss = loss.detach()
         return {"loss_encoder": loss, "loss_decoder": loss, "rec": rec.detach(), "kl_real": kl.detach()}
 
+    # ===================================================================================== encoder (φ)
     def encoder_step(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
         """Encoder: maximise the ELBO of real data, push down exp(α·ELBO) of reconstructions and prior samples."""
         c, scale = self.config, self.task.scale
         noise = self.draw_encoder_noise(x)
         prior_steps_here = c.prior_with_encoder and self.prior_learns_in_game
         prior = self.prior.mixture(with_grad=prior_steps_here)
-        target = prior.detach()
+        shares_samples = self.regularizer_on and noise.regularizer is None  # images: R on the KL's samples
 
+        # real data                                                         z ~ q(z|x), x̂ = D(z)
         mu, logvar = self.encoder(x)
         z = reparameterize(mu, logvar, noise.z)
         x_hat = self.decoder(z)
-        rec = reconstruction_error(x, x_hat)
-        regularizer_shares_kl = self.regularizer_on and noise.regularizer is None
-        kl_real, r_bar = self.kl(mu, logvar, prior, noise.kl_real, mean_responsibility=regularizer_shares_kl)
-        loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
+        rec = reconstruction_error(x, x_hat)  #                              rec(x, x̂) = ‖x − x̂‖²
+        kl_real, r_bar = self.kl_and_mean_responsibility(  #                 KL(q(z|x) ‖ p_ψ), r̄ of its samples
+            mu, logvar, prior, noise.kl_real, with_responsibility=shares_samples
+        )
+        loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())  # scale·(β_kl·KL + β_rec·rec)
 
+        # generated data                                                    x_f = D(z_p), z_p ~ p_ψ; and x̂
         x_fake = self._fakes_for_encoder(prior, noise.prior, with_grad=prior_steps_here)
-        # The encoder's inputs are detached; the reconstruction targets keep their graphs: rec_r's x̂ = D(z(φ))
-        # reaches the encoder, and with prior_with_encoder rec_f's x_f = D(z_p(ψ)) reaches the prior.
-        x_fr = torch.cat([x_fake, x_hat])
-        mu_fr, logvar_fr = self._encode(x_fr.detach(), parts=2)
-        z_fr = reparameterize(mu_fr, logvar_fr, noise.z_fake_rec)
-        rec_f, rec_r = reconstruction_error(x_fr, self._decode(z_fr, parts=2)).chunk(2)
-        kl_f, kl_r = self.kl(mu_fr, logvar_fr, target, noise.kl_fake_rec)[0].chunk(2)
+        rec_f, kl_f, rec_r, kl_r = self._elbo_terms_for_encoder(x_fake, x_hat, prior.detach(), noise)
+        # exp_elbo = mean exp(−α·scale·(β_rec·rec + β_neg·KL)), of x_f and of x̂
         exp_elbo_f = exp_elbo(rec_f, kl_f, c.alpha, scale, c.beta_rec, c.beta_neg)
         exp_elbo_r = exp_elbo(rec_r, kl_r, c.alpha, scale, c.beta_rec, c.beta_neg)
-        loss_fake = (1 / c.alpha) * (exp_elbo_f + exp_elbo_r) / 2
+        loss_fake = (1 / c.alpha) * (exp_elbo_f + exp_elbo_r) / 2  #          (1/α)·½·(exp_elbo_f + exp_elbo_r)
 
+        # every mode in use                                                 R = Σ_k r̄_k·log r̄_k (/ log K)
         loss = loss_real + loss_fake
         if self.regularizer_on:
-            if noise.regularizer is not None:
-                r_bar = self.kl(mu, logvar, prior, noise.regularizer, mean_responsibility=True)[1]
-            loss = loss + scale * c.responsibility_weight * aggregate_negative_entropy(r_bar)
+            if not shares_samples:  # 2D: a fresh set of M samples per point
+                r_bar = self.kl_and_mean_responsibility(mu, logvar, prior, noise.regularizer)[1]
+            loss = loss + scale * c.responsibility_weight * aggregate_negative_entropy(r_bar)  # + scale·λ·R
+
         self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"], retain_graph=True)
         z = z.detach()
-        self._reconstruction = (z, x_hat, self._decoder_versions())
+        self._reconstruction = (z, x_hat, self._decoder_versions())  # the decoder step's x̂ (see its helper)
         logs = {
             "loss_encoder": loss.detach(),
             "rec": rec.mean().detach(),
@@ -311,6 +344,7 @@ class Game:
         }
         return logs, (z, mu.detach(), logvar.detach())
 
+    # ===================================================================================== decoder (θ) and prior (ψ)
     def decoder_step(self, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
         """Decoder (+ prior): maximise the ELBO of real data and of its own samples; the prior learns from KL_real
         and, through its samples z_p → x_f → E, from the fakes' ELBO. `mu, logvar, z` come from the encoder step."""
@@ -318,27 +352,19 @@ class Game:
         noise = self.draw_decoder_noise(x)
         prior_steps_here = self.prior_learns_in_game and not c.prior_with_encoder
         prior = self.prior.mixture(with_grad=prior_steps_here)
-        target = prior.detach()
 
+        # real data and its own samples                                     x_f = D(z_p), z_p ~ p_ψ; x̂ = D(z.detach())
         x_fake = self.decoder(prior.draw(*noise.prior))
         x_hat = self._reconstruct_for_decoder(z)
-        rec = reconstruction_error(x, x_hat).mean()
-
-        x_rf = torch.cat([x_hat, x_fake])
-        mu_rf, logvar_rf = self._encode(x_rf, parts=2)
-        z_rf = reparameterize(mu_rf, logvar_rf, noise.z_rec_fake)
-        if c.gamma_r > 0:
-            rec_r, rec_f = reconstruction_error(x_rf.detach(), self._decode(z_rf.detach(), parts=2)).chunk(2)
-        else:
-            rec_r = rec_f = torch.zeros((), dtype=x.dtype, device=x.device)
-        kl_r, kl_f = self.kl(mu_rf, logvar_rf, target, noise.kl_rec_fake)[0].chunk(2)
-        kl_real = self.kl(mu, logvar, prior, noise.kl_real)[0].mean()
+        rec = reconstruction_error(x, x_hat).mean()  #                       mean rec(x, x̂)
+        kl_real = self.kl(mu, logvar, prior, noise.kl_real).mean()  #        mean KL(q(z|x) ‖ p_ψ), ψ's gradient
+        rec_r, kl_r, rec_f, kl_f = self._elbo_terms_for_decoder(x_hat, x_fake, prior.detach(), noise)
 
         loss = scale * (
-            c.beta_rec * rec
-            + c.beta_kl * kl_real
-            + c.beta_kl * (kl_r.mean() + kl_f.mean()) / 2
-            + c.gamma_r * c.beta_rec * (rec_r.mean() + rec_f.mean()) / 2
+            c.beta_rec * rec  #                                               β_rec·rec(x, x̂)
+            + c.beta_kl * kl_real  #                                          β_kl·KL(x)
+            + c.beta_kl * (kl_r.mean() + kl_f.mean()) / 2  #                  β_kl·½·(KL(x̂) + KL(x_f))
+            + c.gamma_r * c.beta_rec * (rec_r.mean() + rec_f.mean()) / 2  #   γ_r·β_rec·½·(rec(x̂) + rec(x_f))
         )
         self._step(loss, ["decoder", "prior"] if prior_steps_here else ["decoder"])
         return {"loss_decoder": loss.detach()}

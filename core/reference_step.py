@@ -48,8 +48,13 @@ class ReferenceGame(Game):
     """`Game` with the literal steps: same players, optimisers, schedule and randomness. The warm-up step is
     `Game`'s own (one encoder, one decoder pass: nothing there to share or batch) with the literal KL."""
 
-    def kl(self, mu, logvar, prior: Mixture, eps=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The literal KL and the samples' joint log-densities (K, B·M) (`Game.kl` gives the mean responsibility)."""
+    def kl(self, mu, logvar, prior: Mixture, eps=None) -> torch.Tensor:
+        """The literal KL (B,); the warm-up step, `Game`'s own, computes with it."""
+        return self.kl_and_joint(mu, logvar, prior, eps)[0]
+
+    def kl_and_joint(self, mu, logvar, prior: Mixture, eps=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The literal KL and its samples' joint log-densities (K, B·M), the regulariser's input (None when
+        analytic)."""
         if self.config.kl_estimator == "analytic":
             return kl_standard_normal(mu, logvar), None
         if eps is None:
@@ -67,7 +72,7 @@ class ReferenceGame(Game):
         z = mu + noise.z * torch.exp(0.5 * logvar)
         x_hat = self.decoder(z)
         rec = reconstruction_error(x, x_hat)
-        kl_real, joint = self.kl(mu, logvar, self.prior.mixture(with_grad=prior_steps_here), noise.kl_real)
+        kl_real, joint = self.kl_and_joint(mu, logvar, self.prior.mixture(with_grad=prior_steps_here), noise.kl_real)
         loss_real = scale * (c.beta_kl * kl_real.mean() + c.beta_rec * rec.mean())
 
         # x_f = D(z_p), z_p ~ p (with gradient to ψ when the prior steps here); encode x_f.detach() and x̂.detach(),
@@ -77,10 +82,10 @@ class ReferenceGame(Game):
         mc_f, mc_r = (None, None) if noise.kl_fake_rec is None else (noise.kl_fake_rec[:b], noise.kl_fake_rec[b:])
         mu_f, logvar_f = self.encoder(x_fake.detach())
         rec_f = reconstruction_error(x_fake, self.decoder(mu_f + eps_f * torch.exp(0.5 * logvar_f)))
-        kl_f, _ = self.kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)
+        kl_f = self.kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)
         mu_r, logvar_r = self.encoder(x_hat.detach())
         rec_r = reconstruction_error(x_hat, self.decoder(mu_r + eps_r * torch.exp(0.5 * logvar_r)))
-        kl_r, _ = self.kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)
+        kl_r = self.kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)
 
         # lossE_fake = (1/α)·(mean exp(−α·scale·(β_rec·rec_f + β_neg·KL_f)) + the same for x̂)/2
         exp_elbo_f = exp_elbo(rec_f, kl_f, c.alpha, scale, c.beta_rec, c.beta_neg)
@@ -92,7 +97,7 @@ class ReferenceGame(Game):
         if self.regularizer_on:
             if noise.regularizer is not None:
                 prior = self.prior.mixture(with_grad=prior_steps_here)
-                _, joint = self.kl(mu, logvar, prior, noise.regularizer)
+                _, joint = self.kl_and_joint(mu, logvar, prior, noise.regularizer)
             loss = loss + scale * c.responsibility_weight * responsibility_regularizer(responsibilities(joint))
         self._step(loss, ["encoder", "prior"] if prior_steps_here else ["encoder"])
         logs = {
@@ -125,10 +130,10 @@ class ReferenceGame(Game):
         rec_f = reconstruction_error(x_fake.detach(), self.decoder(z_f.detach())).mean()
 
         # KL_r, KL_f against the detached prior; KL_real of the detached encoder outputs against the prior
-        kl_r = self.kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r)[0].mean()
-        kl_f = self.kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f)[0].mean()
+        kl_r = self.kl(mu_r, logvar_r, self.prior.mixture(with_grad=False), mc_r).mean()
+        kl_f = self.kl(mu_f, logvar_f, self.prior.mixture(with_grad=False), mc_f).mean()
         prior = self.prior.mixture(with_grad=prior_steps_here)
-        kl_real = self.kl(mu.detach(), logvar.detach(), prior, noise.kl_real)[0].mean()
+        kl_real = self.kl(mu.detach(), logvar.detach(), prior, noise.kl_real).mean()
 
         # lossD = scale·(β_rec·rec + β_kl·KL_real + γ·β_kl·(KL_r + KL_f)/2 + γ·γ_r·β_rec·(rec_r + rec_f)/2), γ = 1
         loss = scale * (
