@@ -7,6 +7,8 @@ study's factors among them), and the final value of every metric (MLflow's lates
 metric named like a param would get the column NAME_metric; core/metric_names.py keeps metric names and config
 keys apart, so none does).
 `history`: one row per logged value: run_id, trial_id, metric, step (= iteration or epoch), value, timestamp.
+`runs` is built from `mlflow.search_runs`' pandas frame (the latest value of each metric); `history` from each
+metric's logged history, which search_runs does not return.
 
 The layout read here is the one study/tracking.py writes: one experiment per study, one run per trial, params =
 the resolved config (plus a grid's `variant` and a searched `beta_neg_multiple`), tags space / study / study_id /
@@ -146,11 +148,14 @@ def load_study(
     _check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_ids = _experiments_of(client, name, tracking_uri)
-    raw = _search_all_runs(client, experiment_ids, name)
+    raw = search_runs(tracking_uri, experiment_ids)
+    raw = raw[_tag(raw, "study").fillna(name) == name]  # runs of other studies sharing an experiment left out
     chosen, others = _choose_study_id(raw, study_id, name)
-    raw = [r for r in raw if chosen == "all" or r.data.tags.get("study_id", "") == chosen]
-    parents = [r.info.run_id for r in raw if r.data.tags.get(STUDY_ROLE_TAG) == "study"]
-    raw = [r for r in raw if r.data.tags.get(STUDY_ROLE_TAG) != "study"]
+    if chosen != "all":
+        raw = raw[_tag(raw, "study_id").fillna("") == chosen]
+    is_parent = _tag(raw, STUDY_ROLE_TAG) == "study"
+    parents = raw.loc[is_parent, "run_id"].tolist()
+    raw = raw[~is_parent].reset_index(drop=True)
 
     tags = _common_tags(raw)
     space = _space(tags.get("space"))
@@ -296,28 +301,33 @@ def _quote(text: str) -> str:
     return text.replace("'", "\\'")
 
 
-def _search_all_runs(client, experiment_ids: list[str], name: str) -> list:
-    """Every active run of the experiments (paged); runs of other studies sharing an experiment are left out."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, max_results=1000, page_token=token)
-        runs += [r for r in page if r.data.tags.get("study", name) == name]
-        token = page.token
-        if not token:
-            return runs
+def search_runs(tracking_uri: str, experiment_ids: list[str], filter_string: str = "") -> pd.DataFrame:
+    """`mlflow.search_runs`' frame (run_id, status, start_time, end_time, params.*, metrics.*, tags.*; every page)
+    from the store at `tracking_uri`. search_runs reads the global tracking URI, and set_tracking_uri exports it to
+    MLFLOW_TRACKING_URI, where it would become a later study's default store: both are put back after."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.search_runs(experiment_ids, filter_string=filter_string)
+    finally:
+        mlflow.set_tracking_uri(previous)  # None: unset again
 
 
-def _choose_study_id(raw: list, wanted: str | None, name: str) -> tuple[str, list[str]]:
+def _tag(raw: pd.DataFrame, key: str) -> pd.Series:
+    """The tag `key` of every run (missing where a run lacks it, or no run has it)."""
+    return raw.get(f"tags.{key}", pd.Series([None] * len(raw), index=raw.index, dtype=object))
+
+
+def _choose_study_id(raw: pd.DataFrame, wanted: str | None, name: str) -> tuple[str, list[str]]:
     """The study_id to read (default: the one whose first run started last) and the others present."""
-    first_start: dict[str, int] = {}
-    for run in raw:
-        sid = run.data.tags.get("study_id", "")
-        first_start[sid] = min(first_start.get(sid, run.info.start_time or 0), run.info.start_time or 0)
-    ids = sorted(first_start, key=first_start.get)
+    first_start = raw.groupby(_tag(raw, "study_id").fillna(""))["start_time"].min().sort_values(kind="stable")
+    ids = list(first_start.index)
     if wanted == "all":
         return "all", []
     if wanted is not None:
-        if wanted not in first_start:
+        if wanted not in ids:
             raise StudyNotFound(
                 f"study {name!r} has no runs with study_id {wanted!r} (study ids: {', '.join(ids) or 'none'})"
             )
@@ -327,14 +337,10 @@ def _choose_study_id(raw: list, wanted: str | None, name: str) -> tuple[str, lis
     return ids[-1], ids[:-1]
 
 
-def _common_tags(raw: list) -> dict[str, str]:
+def _common_tags(raw: pd.DataFrame) -> dict[str, str]:
     """Tags that name the study (the same on all its runs; the first run's value where they differ)."""
-    tags: dict[str, str] = {}
-    for run in raw:
-        for key in ("space", "study", "dataset", "budget"):
-            if key in run.data.tags:
-                tags.setdefault(key, run.data.tags[key])
-    return tags
+    present = {key: _tag(raw, key).dropna() for key in ("space", "study", "dataset", "budget")}
+    return {key: values.iloc[0] for key, values in present.items() if len(values)}
 
 
 def _space(name: str | None):
@@ -349,74 +355,56 @@ def _space(name: str | None):
         return None
 
 
-def _runs_frame(raw: list) -> tuple[pd.DataFrame, list[str], list[str]]:
-    params = sorted({k for r in raw for k in r.data.params})
-    metric_keys = sorted({k for r in raw for k in r.data.metrics})
-    rows = []
-    for run in raw:
-        tags = run.data.tags
-        status = run.info.status
-        stopped = tags.get("stopped_early", "false").lower() == "true"
-        state = (
-            ("stopped_early" if stopped else "finished")
-            if status == "FINISHED"
-            else ("failed" if status in ("FAILED", "KILLED") else "running")
-        )
-        end = run.info.end_time
-        rows.append(
-            {
-                "run_id": run.info.run_id,
-                "trial_id": tags.get("trial_id"),
-                "trial_name": tags.get("trial_name") or run.info.run_name,
-                "study_id": tags.get("study_id"),
-                "state": state,
-                "mlflow_status": status,
-                "failure_reason": tags.get("failure_reason"),
-                "stopped_early": stopped,
-                "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
-                "end_time": pd.to_datetime(end, unit="ms", utc=True) if end else pd.NaT,
-                "duration_s": (end - run.info.start_time) / 1000 if end and run.info.start_time else np.nan,
-                "git_commit": tags.get("git_commit"),
-                "device_used": tags.get("device"),
-                "betas_from": tags.get("betas_from"),
-            }
-        )
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "run_id",
-            "trial_id",
-            "trial_name",
-            "study_id",
-            "state",
-            "mlflow_status",
-            "failure_reason",
-            "stopped_early",
-            "start_time",
-            "end_time",
-            "duration_s",
-            "git_commit",
-            "device_used",
-            "betas_from",
-        ],
+def _runs_frame(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """search_runs' frame as the `runs` frame: identity and state columns, typed params, final metric values."""
+    params = sorted(c.removeprefix("params.") for c in raw if c.startswith("params."))
+    metric_keys = sorted(c.removeprefix("metrics.") for c in raw if c.startswith("metrics."))
+    stopped = _tag(raw, "stopped_early").fillna("false").astype(str).str.lower() == "true"
+    status = raw["status"].astype(object)
+    state = np.select(
+        [(status == "FINISHED") & stopped, status == "FINISHED", status.isin(["FAILED", "KILLED"])],
+        ["stopped_early", "finished", "failed"],
+        "running",
     )
-    frame[["failure_reason", "betas_from"]] = frame[["failure_reason", "betas_from"]].astype(object)
-    columns = {p: typed_column([r.data.params.get(p, "None") for r in raw], p) for p in params}
+    start, end = (pd.to_datetime(raw[c], utc=True) for c in ("start_time", "end_time"))
+    frame = pd.DataFrame(
+        {
+            "run_id": raw["run_id"].astype(object),
+            "trial_id": _tag(raw, "trial_id"),
+            "trial_name": _tag(raw, "trial_name").fillna(_tag(raw, "mlflow.runName")),
+            "study_id": _tag(raw, "study_id"),
+            "state": pd.Series(state, index=raw.index, dtype=object),
+            "mlflow_status": status,
+            "failure_reason": _tag(raw, "failure_reason").astype(object),
+            "stopped_early": stopped,
+            "start_time": start,
+            "end_time": end,
+            "duration_s": (end - start).dt.total_seconds(),
+            "git_commit": _tag(raw, "git_commit"),
+            "device_used": _tag(raw, "device"),
+            "betas_from": _tag(raw, "betas_from").astype(object),
+        },
+        index=raw.index,
+    )
+    columns = {p: typed_column(raw[f"params.{p}"].fillna("None").tolist(), p) for p in params}
     metric_columns = {}
     for key in metric_keys:
         column = key if key not in columns and key not in frame else f"{key}_metric"
-        metric_columns[column] = pd.Series([r.data.metrics.get(key, np.nan) for r in raw], dtype="float64")
-    frame = pd.concat([frame, pd.DataFrame(columns), pd.DataFrame(metric_columns)], axis=1)
+        metric_columns[column] = raw[f"metrics.{key}"].astype("float64")
+    frame = pd.concat([frame, pd.DataFrame(columns, index=raw.index), pd.DataFrame(metric_columns)], axis=1)
     return frame, params, list(metric_columns)
 
 
-def _history_frame(client, raw: list) -> pd.DataFrame:
+def _history_frame(client, raw: pd.DataFrame) -> pd.DataFrame:
+    """Every logged value of every metric of the runs (search_runs gives only the latest)."""
     rows = []
-    for run in raw:
-        trial_id = run.data.tags.get("trial_id")
-        for key in run.data.metrics:
-            for m in client.get_metric_history(run.info.run_id, key):
-                rows.append((run.info.run_id, trial_id, key, m.step, m.value, m.timestamp))
+    metric_columns = [c for c in raw if c.startswith("metrics.")]
+    for _, run in raw.iterrows():
+        for column in metric_columns:
+            if pd.notna(run[column]):
+                key = column.removeprefix("metrics.")
+                for m in client.get_metric_history(run["run_id"], key):
+                    rows.append((run["run_id"], run.get("tags.trial_id"), key, m.step, m.value, m.timestamp))
     if not rows:
         return _empty_history()
     hist = pd.DataFrame(rows, columns=["run_id", "trial_id", "metric", "step", "value", "timestamp"])

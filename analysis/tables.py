@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.loading import IMAGE_DATASETS, add_config_labels, level_label, parse_param
+from analysis.loading import IMAGE_DATASETS, STATES, add_config_labels, level_label, parse_param
 from core import metric_names
 from search_spaces import SPACES
 
@@ -242,34 +242,35 @@ def ablation_table(
     check_one_protocol(runs, factors)
     show_betas = all(k in runs for k in BETA_KEYS) and not set(factors) & {*BETA_KEYS, "beta_neg_multiple"}
     labelled = add_config_labels(runs, factors, levels or {})
-    rows = []
-    for label, group in labelled.groupby("config", observed=True, sort=True):
-        done = group[group["state"] == "finished"]
-        row: dict[str, Any] = {"configuration": label}
-        row.update({f: group[f].iloc[0] for f in factors})
-        if show_betas:
-            row["betas"] = beta_label(group)
-        row.update(
-            runs=len(group),
-            n=len(done),
-            failed=int((group["state"] == "failed").sum()),
-            stopped_early=int((group["state"] == "stopped_early").sum()),
-            running=int((group["state"] == "running").sum()),
-        )
-        for m in metrics:
-            values = done[m].dropna().to_numpy(float) if m in done else np.array([])
-            n = len(values)
-            std = float(np.std(values, ddof=0)) if n else math.nan
-            row.update(
-                {
-                    f"{m}_mean": float(np.mean(values)) if n else math.nan,
-                    f"{m}_std": std,
-                    f"{m}_sem": std / math.sqrt(n) if n else math.nan,
-                    f"{m}_n": n,
-                }
-            )
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index("configuration")
+    trials = labelled.groupby("config", observed=True, sort=True)
+    table = trials[factors].first() if factors else pd.DataFrame(index=trials.size().index)
+    if show_betas:
+        table["betas"] = trials.apply(beta_label, include_groups=False)
+    table["runs"] = trials.size()
+    states = pd.crosstab(labelled["config"], labelled["state"]).reindex(columns=STATES, fill_value=0)
+    table["n"] = states["finished"]
+    table[["failed", "stopped_early", "running"]] = states[["failed", "stopped_early", "running"]]
+    measured = [m for m in metrics if m in labelled]
+    finished = labelled[labelled["state"] == "finished"].groupby("config", observed=True)[measured]
+    seeds = {"mean": finished.mean(), "std": finished.std(ddof=0), "n": finished.count()}
+    for m in metrics:
+        for stat in ("mean", "std", "n"):
+            table[f"{m}_{stat}"] = seeds[stat][m].reindex(table.index) if m in measured else math.nan
+        table[f"{m}_n"] = table[f"{m}_n"].fillna(0).astype(int)
+        table[f"{m}_sem"] = table[f"{m}_std"] / np.sqrt(table[f"{m}_n"].where(table[f"{m}_n"] > 0))
+    table = table[
+        [
+            *factors,
+            *(["betas"] if show_betas else []),
+            "runs",
+            "n",
+            "failed",
+            "stopped_early",
+            "running",
+            *(f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "sem", "n")),
+        ]
+    ]
+    table.index = pd.Index([str(label) for label in table.index])
     table.index.name = None
     base_label = find_row(table, factors, baseline) if baseline is not None else None
     for m in metrics:

@@ -11,7 +11,6 @@ the study and run they came from. A variant without such a run stops the study b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from analysis.loading import search_runs
 from search_spaces.space import VARIANT, StudyDesign, resolve_trial
 
 BETAS = ("beta_rec", "beta_kl", "beta_neg")
@@ -95,27 +95,21 @@ def check_design(d: StudyDesign) -> None:
 
 def grid_runs(tracking_uri: str, studies: Sequence[str]) -> pd.DataFrame:
     """The finished, not early-stopped runs of the studies (mlflow.search_runs' frame, plus a `study` column)."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     _check_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     frames = []
-    previous = os.environ.get("MLFLOW_TRACKING_URI")  # set_tracking_uri exports the URI there, for subprocesses
-    mlflow.set_tracking_uri(tracking_uri)  # mlflow.search_runs reads the global URI
-    try:
-        for name in studies:
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None or experiment.lifecycle_stage != "active":
-                known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
-                raise BetasError(
-                    f"--betas-from {name!r}: no study of that name in {tracking_uri} "
-                    f"(studies there: {', '.join(known) or 'none'})"
-                )
-            runs = mlflow.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
-            frames.append(runs.assign(study=name))
-    finally:
-        mlflow.set_tracking_uri(previous)  # None: unset again, so that the study's default store stays as it was
+    for name in studies:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None or experiment.lifecycle_stage != "active":
+            known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+            raise BetasError(
+                f"--betas-from {name!r}: no study of that name in {tracking_uri} "
+                f"(studies there: {', '.join(known) or 'none'})"
+            )
+        runs = search_runs(tracking_uri, [experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+        frames.append(runs.assign(study=name))
     runs = pd.concat(frames, ignore_index=True)
     if "tags.stopped_early" in runs:
         runs = runs[runs["tags.stopped_early"].fillna("false").str.lower() != "true"]
