@@ -29,8 +29,17 @@ import sys
 import time
 from pathlib import Path
 
+from machine import describe
+
 ROOT = Path(__file__).resolve().parents[1]
-CASES = {"K=64 vamp→mog": "vamp_to_mog", "K=1 N(0,I)": "standard"}
+# The learnable prior of the paper; N(0, I) with the MC KL; and the two-player S-IntroVAE (N(0, I), analytic KL),
+# which runs at the official 2D code's speed: the baseline of "learnable / two-player".
+CASES = {
+    "K=64 vamp→mog": {"prior": "vamp_to_mog"},
+    "K=1 N(0,I) MC": {"prior": "standard"},
+    "two-player": {"prior": "standard", "kl_estimator": "analytic"},
+}
+LEARNABLE, TWO_PLAYER = "K=64 vamp→mog", "two-player"
 PHASES = ("warmup", "game")
 UNTIMED_STEPS = 5
 
@@ -40,7 +49,7 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(step_kind: str, prior: str, phase: str, budget: str, threads: int, steps: int, nets: str) -> dict:
+def measure(step_kind: str, case: str, phase: str, budget: str, threads: int, steps: int, nets: str) -> dict:
     """In this process: build the game, run UNTIMED_STEPS, then time `steps` steps one by one."""
     import torch
 
@@ -52,7 +61,7 @@ def measure(step_kind: str, prior: str, phase: str, budget: str, threads: int, s
 
     torch.set_num_threads(threads)
     core.linear.ONEDNN = core.linear.ONEDNN and nets == "onednn"
-    config = resolve_config("8gaussians", budget, prior=prior)
+    config = resolve_config("8gaussians", budget, **CASES[case])
     torch.manual_seed(0)
     device = torch.device("cpu")
     task = make_task(config, device)
@@ -112,6 +121,7 @@ def main() -> None:
         return
 
     load = os.getloadavg()[0]
+    machine = describe(args.threads)
     all_nets = ("onednn", "torch") if args.torch_nets else ("onednn",)
     results: dict[tuple[str, str, str, str], list[dict]] = {}
     for round_index in range(args.rounds):
@@ -123,7 +133,7 @@ def main() -> None:
                         steps = args.steps if kind == "fast" else args.reference_steps
                         result = run_in_subprocess(
                             step_kind=kind,
-                            prior=CASES[case],
+                            case=case,
                             phase=phase,
                             budget=args.budget,
                             threads=args.threads,
@@ -134,6 +144,7 @@ def main() -> None:
         print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
 
     first = next(iter(results.values()))[0]
+    print(machine)
     print(
         f"8gaussians, budget {args.budget} (batch {first['batch']}, M {first['mc']}), {args.threads} thread(s), "
         f"{args.rounds} rounds; load average at start {load:.2f} on {os.cpu_count()} CPUs; "
@@ -156,6 +167,15 @@ def main() -> None:
                     f"{max(r['peak_mb'] for r in fast):13.0f} {max(r['peak_mb'] for r in ref):12.0f} "
                     f"{max(r['step_mb'] for r in fast):13.0f} {max(r['step_mb'] for r in ref):12.0f}"
                 )
+
+    its = {key: 1 / statistics.median(r["seconds"] for r in runs) for key, runs in results.items()}
+    if {LEARNABLE, TWO_PLAYER} <= set(args.cases):
+        for phase in PHASES:
+            ratio = its[(LEARNABLE, phase, "onednn", "fast")] / its[(TWO_PLAYER, phase, "onednn", "fast")]
+            print(f"learnable prior / two-player, {phase}: {ratio:.2f}")
+    if LEARNABLE in args.cases:
+        ratio = its[(LEARNABLE, "game", "onednn", "fast")] / its[(LEARNABLE, "game", "onednn", "reference")]
+        print(f"fast / reference, learnable prior, game: {ratio:.1f}")
 
 
 if __name__ == "__main__":

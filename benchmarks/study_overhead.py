@@ -35,6 +35,7 @@ import psutil  # a Ray dependency
 from core.overrides import parse_assignments
 from search_spaces import design, get
 from study.run import build_parser, connect_ray, parse_seeds, run_study
+from study.storage import StudyFolder
 
 DEFAULT_SET = ["responsibility_weight=0", "iterations=600", "warmup=300", "eval_every=150"]
 
@@ -142,7 +143,7 @@ def main() -> None:
             start = time.perf_counter()
             connect_ray(None)
             ray_started = time.perf_counter()
-            results, _ = run_study(d, study_args, "overhead", Path(tmp) / "ray_results" / "overhead")
+            results, _ = run_study(d, study_args, "overhead", StudyFolder.of(Path(tmp) / "ray_results", "overhead"))
             end = time.perf_counter()
         study_cpu = cpu.seconds
         import ray
