@@ -120,8 +120,7 @@ def main() -> None:
         print(json.dumps(measure(**json.loads(args.worker))))
         return
 
-    load = os.getloadavg()[0]
-    machine = describe(args.threads)
+    machine = describe(args.threads)  # with the load average at start
     all_nets = ("onednn", "torch") if args.torch_nets else ("onednn",)
     results: dict[tuple[str, str, str, str], list[dict]] = {}
     for round_index in range(args.rounds):
@@ -147,8 +146,7 @@ def main() -> None:
     print(machine)
     print(
         f"8gaussians, budget {args.budget} (batch {first['batch']}, M {first['mc']}), {args.threads} thread(s), "
-        f"{args.rounds} rounds; load average at start {load:.2f} on {os.cpu_count()} CPUs; "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+        f"{args.rounds} rounds; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     )
     header = (
         f"{'case':15s} {'phase':7s} {'nets':7s} {'fast it/s':>10s} {'ref it/s':>9s} {'fast/ref':>9s} "

@@ -379,7 +379,7 @@ def trial_overrides(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[
     overrides = dict(study["fixed"])
     if VARIANT in trial:
         overrides.update(study["variants"][trial[VARIANT]])
-    overrides.update({k: v for k, v in trial.items() if k != VARIANT and k not in _derived(study)})
+    overrides.update({k: v for k, v in trial.items() if k != VARIANT and k not in study["derived"]})
     return overrides
 
 
@@ -399,7 +399,7 @@ def resolve_trial(study: Mapping[str, Any], trial: Mapping[str, Any]) -> TrainCo
 
 def searched_params(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, Any]:
     """What the search chose that is not itself a config key (the variant name, β_neg's multiple)."""
-    return {k: v for k, v in trial.items() if k == VARIANT or k in _derived(study)}
+    return {k: v for k, v in trial.items() if k == VARIANT or k in study["derived"]}
 
 
 def variant_tags(study: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str, str]:
