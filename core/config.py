@@ -67,7 +67,7 @@ FIELD_DOCS = {
     "protocol": "clean, or paper: the paper code's quirks (its weight reset, its image FID protocol)",
     "seed": "seed of initialisation, data and noise",
     "device": "auto (cuda when present), cpu, cuda or cuda:N",
-    "autocast": "fp32, or bf16: the image nets run under bf16 autocast",
+    "autocast": "fp32, or bf16: the nets run under bf16 autocast (2D: an opt-in for a GPU or a CPU with native bf16)",
     "eval_every": "units between evaluations (metrics, report, checkpoint)",
     "metric_epochs": "image runs: epochs (completed) at which every image metric is computed",
     "eval_samples": "2D: points per histogram metric; images: samples of the cheap per-evaluation metrics",

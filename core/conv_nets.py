@@ -4,8 +4,7 @@ Every conv is bias-free except the decoder's last; BatchNorm after every other c
 nearest Upsample×2 up; the decoder has no output activation (its output is the mean of a fixed-variance Gaussian,
 scored by MSE against images in [0, 1]). The nets work unchanged in torch.channels_last memory format.
 
-autocast 'bf16' runs a net's layers under bf16 autocast and returns float32: the autocast region ends at the net's
-output, so the mixture log-densities, KLs and reconstruction errors that the game computes stay in float32.
+autocast 'bf16' runs a net's layers under bf16 autocast and returns float32 (core/nets.py: `autocast_region`).
 """
 
 from __future__ import annotations
@@ -15,21 +14,11 @@ import itertools
 import torch
 from torch import nn
 
-from core.config import AUTOCAST_MODES
+from core.nets import autocast_region, check_autocast
 
 __all__ = ["ConvDecoder", "ConvEncoder", "ResidualBlock", "default_channels"]
 
 _DEFAULT_CHANNELS = {32: (64, 128, 256), 28: (64, 128), 8: (32, 64)}
-
-
-def _check_autocast(autocast: str) -> str:
-    if autocast not in AUTOCAST_MODES:
-        raise ValueError(f"unknown autocast {autocast!r} (expected: {', '.join(AUTOCAST_MODES)})")
-    return autocast
-
-
-def _autocast(x: torch.Tensor, autocast: str) -> torch.autocast:
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast == "bf16")
 
 
 def default_channels(image_shape: tuple[int, int, int]) -> tuple[int, ...]:
@@ -84,7 +73,7 @@ class ConvEncoder(nn.Module):
         autocast: str = "fp32",
     ):
         super().__init__()
-        self.autocast = _check_autocast(autocast)
+        self.autocast = check_autocast(autocast)
         channels = tuple(channels or default_channels(image_shape))
         height, width = _bottleneck_size(image_shape, channels)
         layers: list[nn.Module] = [
@@ -100,7 +89,7 @@ class ConvEncoder(nn.Module):
         self.fc = nn.Linear(channels[-1] * height * width, 2 * z_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with _autocast(x, self.autocast):
+        with autocast_region(x, self.autocast):
             out = self.fc(self.body(x).flatten(1))
         mu, logvar = out.float().chunk(2, dim=1)
         return mu, logvar
@@ -117,7 +106,7 @@ class ConvDecoder(nn.Module):
         autocast: str = "fp32",
     ):
         super().__init__()
-        self.autocast = _check_autocast(autocast)
+        self.autocast = check_autocast(autocast)
         channels = tuple(channels or default_channels(image_shape))
         height, width = _bottleneck_size(image_shape, channels)
         self.start_shape = (channels[-1], height, width)
@@ -131,6 +120,6 @@ class ConvDecoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        with _autocast(z, self.autocast):
+        with autocast_region(z, self.autocast):
             x = self.body(self.fc(z).view(z.shape[0], *self.start_shape))
         return x.float()

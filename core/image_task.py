@@ -41,6 +41,7 @@ from core.metrics.images import (
     save_image_grid,
     train_feature_classifier,
 )
+from core.nets import warn_if_bf16_is_emulated
 from core.priors import is_active
 
 matplotlib.use("Agg")  # files only, no display; must precede the pyplot import
@@ -105,6 +106,7 @@ class ImageTask:
         return self.test_set.images
 
     def make_nets(self, config: TrainConfig) -> tuple[ConvEncoder, ConvDecoder]:
+        warn_if_bf16_is_emulated(config.autocast, self.device)
         encoder = ConvEncoder(self.image_shape, config.z_dim, autocast=config.autocast)
         decoder = ConvDecoder(self.image_shape, config.z_dim, autocast=config.autocast)
         return encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)

@@ -1,10 +1,14 @@
-"""nn.Linear whose CPU float32 matmuls run on oneDNN: the same y = x·Wᵀ + b and gradients, about twice as fast here.
+"""nn.Linear whose CPU float32 matmuls run on oneDNN: the same y = x·Wᵀ + b and gradients, and, for a Linear
+followed by a ReLU, one product with the ReLU as its epilogue (one autograd node, no separate ReLU pass).
 
 PyTorch's CPU matmul calls MKL, whose sgemm takes a non-AVX-512 path on AMD processors (≈ 110 GFLOP/s on one core
-of this machine's Zen CPU for the 2D MLP's 512×256 @ 256×256); oneDNN, which PyTorch also ships (inductor's kernel
-for Linear), dispatches on the instruction set and runs the same product at ≈ 250 GFLOP/s. Forward, input gradient
-and weight gradient are each one oneDNN product (transposes are passed as views, no copies). Anything else
-(float64, an accelerator, autocast, inputs that are not (N, in) matrices, a PyTorch without oneDNN) takes F.linear.
+of an AVX-512 Zen CPU for the 2D MLP's 512×256 @ 256×256); oneDNN, which PyTorch also ships (inductor's kernel
+for Linear), dispatches on the instruction set and runs the same product at ≈ 250 GFLOP/s there. Forward and input
+gradient are each one oneDNN product (transposes passed as views). The weight gradient Gᵀ·x needs a transposed
+operand that oneDNN copies first (a third of the product's time at N = 1024); where the CPU has no AVX-512, MKL and
+oneDNN run the same AVX2 code, and torch.mm, which reads the transpose in place, is the faster one
+(`WEIGHT_GRADIENT_ON_MKL`). Anything else (float64, an accelerator, autocast, inputs that are not (N, in) matrices,
+a PyTorch without oneDNN) takes F.linear.
 """
 
 from __future__ import annotations
@@ -15,11 +19,19 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+WEIGHT_GRADIENT_ON_MKL = not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """a·bᵀ (+ bias) on oneDNN."""
-    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, epilogue: str = "none"):
+    """a·bᵀ (+ bias), then the epilogue ("none" or "relu"), on oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, epilogue, [], "")
+
+
+def _weight_product(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The weight gradient Gᵀ·x (out, in): torch.mm where `WEIGHT_GRADIENT_ON_MKL`, else oneDNN."""
+    if WEIGHT_GRADIENT_ON_MKL:
+        return torch.mm(grad.t(), x)
+    return _product(grad.t(), x.t())
 
 
 def engine_will_use(ctx, index: int) -> bool:
@@ -44,19 +56,25 @@ def engine_will_use(ctx, index: int) -> bool:
 
 
 class _OneDNNLinear(torch.autograd.Function):
+    """y = x·Wᵀ + b, or y = relu(x·Wᵀ + b) with `relu`: the ReLU's backward is then G ⊙ [y > 0] (y > 0 exactly
+    where x·Wᵀ + b > 0), so the node keeps y and no pre-activation is ever stored."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        return _product(x, weight, bias)
+    def forward(ctx, x, weight, bias, relu):
+        y = _product(x, weight, bias, "relu" if relu else "none")
+        ctx.save_for_backward(x, weight, y if relu else None)
+        return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight, y = ctx.saved_tensors
+        if y is not None:
+            grad = torch.ops.aten.threshold_backward(grad, y, 0)
         grad_x = _product(grad, weight.t()) if engine_will_use(ctx, 0) else None
-        grad_weight = _product(grad.t(), x.t()) if engine_will_use(ctx, 1) else None
+        grad_weight = _weight_product(grad, x) if engine_will_use(ctx, 1) else None
         grad_bias = grad.sum(0) if engine_will_use(ctx, 2) else None
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight, grad_bias, None
 
 
 def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -79,8 +97,15 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear(x, weight, bias), on oneDNN where `uses_onednn`."""
     if uses_onednn(x, weight):
-        return _OneDNNLinear.apply(x, weight, bias)
+        return _OneDNNLinear.apply(x, weight, bias, False)
     return F.linear(x, weight, bias)
+
+
+def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(F.linear(x, weight, bias)), as one oneDNN product with a ReLU epilogue where `uses_onednn`."""
+    if uses_onednn(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias, True)
+    return F.relu(F.linear(x, weight, bias))
 
 
 class Linear(nn.Linear):
@@ -88,3 +113,21 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+class Sequential(nn.Sequential):
+    """nn.Sequential (same modules, same state_dict keys) that runs each `Linear` followed by an `nn.ReLU` as
+    `linear_relu`: one product and one autograd node instead of two passes over the activations."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, Linear) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU):
+                x = linear_relu(x, layer.weight, layer.bias)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x

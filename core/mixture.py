@@ -77,7 +77,7 @@ class _MixtureLogProb(torch.autograd.Function):
         fused = keep and _fuses_rows(z)
         ctx.projected = fused and not mean_responsibility and not any(ctx.needs_input_grad[1:4])
         if ctx.projected:  # only z needs a gradient: a ⊙ (r·Y) is all the backward will read
-            log_p, r_y = _FUSED_PROJECTED(features, weights, _skinny_y(mu, precision))
+            log_p, r_y = _FUSED_PROJECTED(features, weights, _skinny_y(mu, precision).T.contiguous())
             ctx.save_for_backward(z, r_y)
             return log_p, None
         responsibilities = _RESPONSIBILITY_BUFFERS.lend(ctx, (n, mu.shape[0]), z) if keep else None
@@ -194,13 +194,15 @@ class _CompiledOnce:
 
 
 def mixture_rows_projected(
-    features: torch.Tensor, weights: torch.Tensor, y: torch.Tensor
+    features: torch.Tensor, weights: torch.Tensor, y_t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`mixture_rows` for a call whose only gradient is z's: returns log p and r·y (N, c) for a (K, c) y, and never
-    stores r. The backward of a KL in z is a ⊙ (r·Y) with Y known at the forward (see `_MixtureLogProb`), so the
-    (N, K) responsibilities need neither be written (26 MB at N = 102,400) nor read back."""
+    """`mixture_rows` for a call whose only gradient is z's: returns log p and r·Y (N, c) for Yᵀ = `y_t` (c, K), and
+    never stores r. The backward of a KL in z is a ⊙ (r·Y) with Y known at the forward (see `_MixtureLogProb`), so
+    the (N, K) responsibilities need neither be written (26 MB at N = 102,400) nor read back. Yᵀ, not Y: each of
+    the c sums then runs along K, the contiguous axis, and vectorises (with Y (K, c) the compiled loop went over K
+    one scalar at a time: 9.6 ms instead of 5.9 at N = 102,400, K = 64, c = 4)."""
     log_p, exp, total = _log_p_and_exponentials(features, weights)
-    return log_p, (exp.unsqueeze(2) * y.unsqueeze(0)).sum(1) / total
+    return log_p, (exp.unsqueeze(1) * y_t.unsqueeze(0)).sum(2) / total
 
 
 _FUSED_ROWS = _CompiledOnce(mixture_rows)

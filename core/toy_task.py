@@ -22,7 +22,7 @@ from core.metrics.density import (
     sample_entropy_kl,
 )
 from core.metrics.modes import mode_coverage
-from core.nets import MLPDecoder, MLPEncoder
+from core.nets import MLPDecoder, MLPEncoder, warn_if_bf16_is_emulated
 
 VAMP_INIT_BATCH = 512
 FIGURE_GRID = 200
@@ -41,7 +41,8 @@ class ToyTask:
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
 
     def make_nets(self, config: TrainConfig):
-        return MLPEncoder(2, config.z_dim), MLPDecoder(config.z_dim, 2)
+        warn_if_bf16_is_emulated(config.autocast, self.device)
+        return MLPEncoder(2, config.z_dim, config.autocast), MLPDecoder(config.z_dim, 2, config.autocast)
 
     def batches(self, unit: int):
         """One iteration = one fresh batch."""

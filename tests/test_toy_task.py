@@ -79,3 +79,53 @@ def test_quick_and_paper_gnelbo_agree_on_a_trained_model():
     assert 1 < paper * 1e7 < 10  # the paper's tables print it ×1e7
     for seed in range(2):
         assert _gnelbo(config, game, seed, 256, 20, 20) == pytest.approx(paper, rel=0.01)
+
+
+def test_bf16_2d_nets_return_float32_near_the_fp32_nets():
+    """The opt-in bf16 path: same parameters, bf16 products inside, float32 out, within bf16's precision."""
+    from core.nets import MLPDecoder, MLPEncoder
+
+    torch.manual_seed(0)
+    encoder, decoder = MLPEncoder(2, 2), MLPDecoder(2, 2)
+    encoder_bf16, decoder_bf16 = MLPEncoder(2, 2, autocast="bf16"), MLPDecoder(2, 2, autocast="bf16")
+    encoder_bf16.load_state_dict(encoder.state_dict())
+    decoder_bf16.load_state_dict(decoder.state_dict())
+    x = sample_toy2d("8gaussians", 256, generator=torch.Generator().manual_seed(0))
+    for fast, plain in ((encoder_bf16(x), encoder(x)), ((decoder_bf16(x),), (decoder(x),))):
+        for got, want in zip(fast, plain):
+            assert got.dtype == torch.float32
+            assert not torch.equal(got, want)  # the products did run in bf16
+            torch.testing.assert_close(got, want, rtol=0.05, atol=0.02)
+
+
+def test_bf16_2d_game_steps_train_in_float32_terms(monkeypatch):
+    """A few game steps with autocast=bf16: the KLs and losses are float32 and finite, and the parameters move."""
+    import core.nets
+
+    monkeypatch.setattr(core.nets, "has_native_bf16", lambda device: True)  # no warning: this is not a speed test
+    config = resolve_config("8gaussians", "smoke", prior="vamp_to_mog", autocast="bf16", batch_size=64, mc_samples=4)
+    task = ToyTask(config, CPU)
+    game = Game(config, task, CPU)
+    game.switch_to_mog()
+    game.start_game()
+    before = [p.detach().clone() for p in game.decoder.parameters()]
+    for _ in range(3):
+        logs = game.game_step(next(task.batches(0)))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in logs.values())
+    assert all(not torch.equal(a, b) for a, b in zip(before, game.decoder.parameters()))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_hardware_without_native_bf16_warns(monkeypatch, native):
+    import warnings
+
+    import core.nets
+
+    monkeypatch.setattr(core.nets, "has_native_bf16", lambda device: native)
+    config = resolve_config("8gaussians", "smoke", prior="standard", autocast="bf16")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ToyTask(config, CPU).make_nets(config)
+    messages = [str(w.message) for w in caught if "bf16" in str(w.message)]
+    assert len(messages) == (0 if native else 1)
+    assert native or "emulated" in messages[0]
