@@ -1,8 +1,8 @@
 """The 2D mixture kernels against their floor: the compiled forwards of `core.mixture` for N posterior samples and
 K modes, the full one (logits, softmax written out, log p) and the projected one of a KL whose only gradient is z's
 (log p and r·Y, r never written: three of the game step's four calls), beside torch.exp over a tensor of the same
-(N, K) size measured in the same run. Every KL of the learnable-prior step evaluates K exponentials per sample, so the ratio says how much of
-the mixture terms' time a better kernel could still win.
+(N, K) size measured in the same run. Every KL of the learnable-prior step evaluates K exponentials per sample,
+so the ratio says how much of the mixture terms' time a better kernel could still win.
 
     python benchmarks/mixture_kernel.py [--samples 102400] [--modes 64] [--threads 2]
 """
