@@ -2,7 +2,7 @@
 both measured in this run on this machine, and the peak memory of each.
 
     python benchmarks/step_2d.py [--budget paper|quick] [--threads 2] [--rounds 3] [--steps 20] [--reference-steps 3]
-                                 [--torch-nets]
+                                 [--torch-nets] [--bf16]
 
 Cases: K = 64 (the paper's learnable prior: VampPrior during warm-up, then a free MoG with adaptive clipping) and
 K = 1 (N(0, I)); phases: warm-up (the β-VAE step) and game (encoder + decoder/prior updates). The config is the
@@ -13,6 +13,8 @@ load from other processes on the machine falls on both alike. Ratio = fast it/s 
 
 Both steps run the same nets, whose Linear layers compute on oneDNN (core/linear.py); `--torch-nets` adds a run of
 each step with torch's own Linear (MKL), the nets the paper's code runs, to separate the step's gain from the nets'.
+`--bf16` adds the learnable-prior and two-player cases with the 2D nets under bf16 autocast (`autocast=bf16`, the
+opt-in path; worth it only where the CPU has native bf16: avx512_bf16 or AMX in the machine line).
 On a machine shared with other processes, 2 threads want OMP_WAIT_POLICY=PASSIVE (OpenMP threads that spin while
 waiting for a descheduled partner make every parallel op wait a time slice; 1 thread does not care).
 """
@@ -39,6 +41,11 @@ CASES = {
     "K=1 N(0,I) MC": {"prior": "standard"},
     "two-player": {"prior": "standard", "kl_estimator": "analytic"},
 }
+# The same two cases with the nets under bf16 autocast (--bf16).
+BF16_CASES = {
+    "K=64 bf16": {**CASES["K=64 vamp→mog"], "autocast": "bf16"},
+    "two-player bf16": {**CASES["two-player"], "autocast": "bf16"},
+}
 LEARNABLE, TWO_PLAYER = "K=64 vamp→mog", "two-player"
 PHASES = ("warmup", "game")
 UNTIMED_STEPS = 5
@@ -61,7 +68,7 @@ def measure(step_kind: str, case: str, phase: str, budget: str, threads: int, st
 
     torch.set_num_threads(threads)
     core.linear.ONEDNN = core.linear.ONEDNN and nets == "onednn"
-    config = resolve_config("8gaussians", budget, **CASES[case])
+    config = resolve_config("8gaussians", budget, **{**CASES, **BF16_CASES}[case])
     torch.manual_seed(0)
     device = torch.device("cpu")
     task = make_task(config, device)
@@ -114,8 +121,11 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=3, help="timed steps of the reference step a round")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--torch-nets", action="store_true", help="also time both steps with torch's own Linear")
+    parser.add_argument("--bf16", action="store_true", help="also time the K=64 and two-player cases in bf16")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bf16:
+        args.cases = args.cases + list(BF16_CASES)
     if args.worker:
         print(json.dumps(measure(**json.loads(args.worker))))
         return
@@ -171,6 +181,9 @@ def main() -> None:
         for phase in PHASES:
             ratio = its[(LEARNABLE, phase, "onednn", "fast")] / its[(TWO_PLAYER, phase, "onednn", "fast")]
             print(f"learnable prior / two-player, {phase}: {ratio:.2f}")
+    if {"K=64 bf16", TWO_PLAYER} <= set(args.cases):
+        ratio = its[("K=64 bf16", "game", "onednn", "fast")] / its[(TWO_PLAYER, "game", "onednn", "fast")]
+        print(f"learnable prior in bf16 / two-player in fp32, game: {ratio:.2f}")
     if LEARNABLE in args.cases:
         ratio = its[(LEARNABLE, "game", "onednn", "fast")] / its[(LEARNABLE, "game", "onednn", "reference")]
         print(f"fast / reference, learnable prior, game: {ratio:.1f}")

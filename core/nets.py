@@ -1,10 +1,11 @@
 """Encoder and decoder networks: the MLPs of the 2D benchmark (the conv nets of the image benchmark are in
 core/conv_nets.py), and the bf16 autocast both kinds of net run under with `autocast: bf16`.
 
-autocast 'bf16' runs a net's layers under bf16 autocast and returns float32: the autocast region ends at the net's
-output, so the mixture log-densities, KLs and reconstruction errors that the game computes stay in float32. For the
-2D nets it is an opt-in for hardware with native bf16 (a GPU, or a CPU with avx512_bf16 or AMX); elsewhere a CPU
-emulates bf16 products (about 10× slower than float32 on an AVX2 CPU), which `warn_if_bf16_is_emulated` says.
+autocast 'bf16' runs a net's layers under bf16 autocast and returns its input's dtype (float32; float64 stays
+float64, as the equivalence tests need): the autocast region ends at the net's output, so the mixture
+log-densities, KLs and reconstruction errors that the game computes stay in float32. For the 2D nets it is an
+opt-in for hardware with native bf16 (a GPU, or a CPU with avx512_bf16 or AMX); elsewhere a CPU emulates bf16
+products (about 10× slower than float32 on an AVX2 CPU), which `warn_if_bf16_is_emulated` says.
 """
 
 import warnings
@@ -68,7 +69,7 @@ class MLPEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast_region(x, self.autocast):
             out = self.net(x)
-        mu, logvar = out.float().chunk(2, dim=-1)
+        mu, logvar = out.to(x.dtype).chunk(2, dim=-1)
         return mu, logvar
 
 
@@ -83,4 +84,4 @@ class MLPDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         with autocast_region(z, self.autocast):
             out = self.net(z)
-        return out.float()
+        return out.to(z.dtype)

@@ -15,7 +15,7 @@ def run(*args: str) -> str:
     return out.stdout
 
 
-def test_step_2d_prints_its_machine_and_both_ratios():
+def test_step_2d_prints_its_machine_and_its_ratios():
     out = run(
         "benchmarks/step_2d.py",
         "--budget",
@@ -29,11 +29,14 @@ def test_step_2d_prints_its_machine_and_both_ratios():
         "--cases",
         "K=64 vamp→mog",
         "two-player",
+        "--bf16",
     )
     assert re.search(r"^machine: .+ \d+ CPUs, .+ fp32 matmul at \d+ GFLOP/s on 2 thread\(s\)$", out, re.M), out
     for phase in ("warmup", "game"):
         assert float(re.search(rf"learnable prior / two-player, {phase}: ([\d.]+)", out)[1]) > 0
     assert float(re.search(r"fast / reference, learnable prior, game: ([\d.]+)", out)[1]) > 0
+    assert re.search(r"^K=64 bf16 +game ", out, re.M), out
+    assert float(re.search(r"learnable prior in bf16 / two-player in fp32, game: ([\d.]+)", out)[1]) > 0
 
 
 def test_mixture_kernel_prints_the_kernel_beside_its_floor():
